@@ -1,0 +1,145 @@
+"""The contract every model honours, NCF or baseline: fit, score, recommend, save, load."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ncf.errors import NcfError
+from ncf.interactions import Interactions
+
+
+class Recommender(ABC):
+    """Base class: subclasses implement ``_fit``, ``score`` and their state for persistence.
+
+    ``score(user_ids, item_ids)`` is the one scoring function that evaluation uses:
+    ``user_ids`` has shape ``(B,)``, ``item_ids`` shape ``(B, C)``, and the result is a
+    float array ``(B, C)``; higher means more relevant.
+    """
+
+    #: registry name used by save/load
+    name: str = "recommender"
+
+    def __init__(self) -> None:
+        self.n_users = 0
+        self.n_items = 0
+        self._seen: sp.csr_matrix | None = None
+
+    # training -------------------------------------------------------------------
+    def fit(self, train: Interactions) -> Recommender:
+        """Fit on ``train`` and remember its ``user_items`` matrix to filter seen items."""
+        if len(train) == 0:
+            raise NcfError("cannot fit on an empty training set")
+        self.n_users, self.n_items = train.n_users, train.n_items
+        self._seen = train.tocsr()
+        self._fit(train)
+        return self
+
+    @abstractmethod
+    def _fit(self, train: Interactions) -> None: ...
+
+    @abstractmethod
+    def score(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+        """Scores of ``item_ids[b, c]`` for ``user_ids[b]``, shape ``(B, C)``."""
+
+    # recommending ---------------------------------------------------------------
+    def recommend(
+        self,
+        user_ids: np.ndarray | int,
+        k: int = 10,
+        filter_seen: bool = True,
+        filter_items: np.ndarray | None = None,
+        batch_size: int = 256,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` items for each user, batch-first: ``(ids (B, k), scores (B, k))``.
+
+        Seen items (those in the training matrix) are excluded when ``filter_seen``;
+        ``filter_items`` are excluded for every user.
+        """
+        users = np.atleast_1d(np.asarray(user_ids, dtype=np.int64))
+        if users.size and (users.min() < 0 or users.max() >= self.n_users):
+            raise NcfError(f"unknown user index (valid: 0..{self.n_users - 1})")
+        k = min(k, self.n_items)
+        all_items = np.arange(self.n_items, dtype=np.int64)
+        out_ids = np.empty((len(users), k), dtype=np.int64)
+        out_scores = np.empty((len(users), k), dtype=np.float32)
+        for start in range(0, len(users), batch_size):
+            batch = users[start : start + batch_size]
+            items = np.broadcast_to(all_items, (len(batch), self.n_items))
+            scores = np.array(self.score(batch, items), dtype=np.float32)
+            if filter_seen and self._seen is not None:
+                rows = self._seen[batch]
+                scores[np.repeat(np.arange(len(batch)), np.diff(rows.indptr)), rows.indices] = (
+                    -np.inf
+                )
+            if filter_items is not None:
+                scores[:, np.asarray(filter_items)] = -np.inf
+            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            top_scores = np.take_along_axis(scores, top, axis=1)
+            order = np.argsort(-top_scores, axis=1, kind="stable")
+            out_ids[start : start + len(batch)] = np.take_along_axis(top, order, axis=1)
+            out_scores[start : start + len(batch)] = np.take_along_axis(top_scores, order, axis=1)
+        return out_ids, out_scores
+
+    # persistence (no pickle) ----------------------------------------------------
+    def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Arrays and JSON-able hyper-parameters that define the fitted model."""
+        raise NotImplementedError
+
+    def _load_state(self, arrays: dict[str, np.ndarray], params: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def save(self, path: str | Path) -> None:
+        """Write ``path`` (a ``.npz`` of arrays, JSON metadata inside) atomically."""
+        arrays, params = self._state()
+        seen = self._seen if self._seen is not None else sp.csr_matrix((0, 0))
+        meta = {"name": self.name, "params": params, "n_users": self.n_users,
+                "n_items": self.n_items}
+        payload = {f"a_{k}": v for k, v in arrays.items()}
+        payload.update(
+            seen_indptr=seen.indptr, seen_indices=seen.indices,
+            meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+        )
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **payload)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recommender:
+        """Read a model written by :meth:`save` (``allow_pickle=False``: no code runs on load)."""
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(bytes(z["meta"]).decode())
+            arrays = {k[2:]: z[k] for k in z.files if k.startswith("a_")}
+            indptr, indices = z["seen_indptr"], z["seen_indices"]
+        target = _REGISTRY.get(meta["name"], cls)
+        model = target.__new__(target)
+        Recommender.__init__(model)
+        model.n_users, model.n_items = meta["n_users"], meta["n_items"]
+        model._seen = sp.csr_matrix(
+            (np.ones(len(indices), dtype=np.float32), indices, indptr),
+            shape=(model.n_users, model.n_items),
+        )
+        model._load_state(arrays, meta["params"])
+        return model
+
+
+_REGISTRY: dict[str, type[Recommender]] = {}
+
+
+def register(cls: type[Recommender]) -> type[Recommender]:
+    """Class decorator: make ``Recommender.load`` able to rebuild this model by its name."""
+    _REGISTRY[cls.name] = cls
+    return cls
