@@ -1,0 +1,204 @@
+"""`ncf train`, `ncf evaluate` and `ncf recommend`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ncf.errors import NcfError
+
+DEFAULT_SYNTH_RATINGS = 1_000_000
+
+
+def register(sub: Any) -> None:
+    """Add the training sub-commands to the top-level parser."""
+    p = sub.add_parser("train", help="train GMF, MLP and NeuMF (pre-trained) and report metrics",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--data", help="ratings file or folder (format detected), or a prepared "
+                     "folder from `ncf data prepare`; default: a synthetic Netflix-format set")
+    src.add_argument("--dataset", help="download a public data set (ml-100k, ml-1m, ml-20m, ...)")
+    p.add_argument("--format", help="force the input format instead of detecting it")
+    p.add_argument("--out", help="run directory (default: runs/run-TIMESTAMP)")
+    p.add_argument("--ratings", help="subsample to N ratings (e.g. 1M), whole users at random")
+    p.add_argument("--synth-ratings", default="1M", help="size of the default synthetic set")
+    p.add_argument("--factors", type=int, default=32, help="predictive factors")
+    p.add_argument("--layers", type=int, default=3, help="MLP hidden layers")
+    p.add_argument("--epochs", type=int, default=20, help="maximum epochs of every stage")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=0.001, help="Adam learning rate of GMF and MLP")
+    p.add_argument("--negatives", type=int, default=4, help="sampled negatives per positive")
+    p.add_argument("--no-pretrain", action="store_true",
+                   help="train NeuMF from scratch (with Adam unless --finetune says otherwise)")
+    p.add_argument("--finetune", choices=["tuned", "paper", "adam"], default=None,
+                   help="NeuMF stage: tuned SGD (momentum 0.9, wd 1e-4, plateau; default with "
+                   "pre-training), the paper's plain SGD, or Adam (default without)")
+    p.add_argument("--finetune-lr", type=float, help="learning rate of the NeuMF stage")
+    p.add_argument("--alpha", type=float, default=0.5, help="GMF weight in the fused output")
+    p.add_argument("--early-stopping", type=int, default=None,
+                   help="stop a stage after N epochs without better validation HR@10")
+    p.add_argument("--full-ranking-users", type=int, default=10_000,
+                   help="users sampled for full-ranking metrics (0: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: 1 for small batches, else the cores, up to 8)")
+    p.add_argument("--user", help="raw user id whose top-10 is printed at the end")
+    p.add_argument("--quiet", action="store_true", help="no progress, no per-epoch lines")
+    p.set_defaults(run=cmd_train)
+
+    e = sub.add_parser("evaluate", help="re-score the models of a run directory")
+    e.add_argument("run_dir")
+    e.add_argument("--data", help="data to score on (default: the run's own split)")
+    e.add_argument("--format")
+    e.add_argument("--full-ranking-users", type=int, default=10_000)
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(run=cmd_evaluate)
+
+    r = sub.add_parser("recommend", help="top-K items for a user from a trained run")
+    r.add_argument("run_dir")
+    r.add_argument("--user", required=True, help="raw user id, as in the data files")
+    r.add_argument("-k", type=int, default=10)
+    r.add_argument("--model", default="neumf", help="gmf, mlp or neumf")
+    r.add_argument("--include-seen", action="store_true", help="keep items the user rated")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(run=cmd_recommend)
+
+
+def set_threads(threads: int | None, batch_size: int) -> int:
+    """Pick the torch thread count on purpose: tiny batches lose to thread hand-offs."""
+    import torch
+
+    if threads is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        threads = 1 if batch_size < 2048 else max(1, min(8, cores or 1))
+    torch.set_num_threads(threads)
+    return threads
+
+
+class _Progress:
+    """A progress bar on stderr (only on a terminal) and one summary line per epoch."""
+
+    def __init__(self, quiet: bool, epochs: int) -> None:
+        self.quiet, self.epochs = quiet, epochs
+        self.tty = sys.stderr.isatty() and not quiet
+        self.epoch = {"gmf": 0, "mlp": 0, "neumf": 0}
+
+    def bar(self, stage: str, done: int, total: int) -> None:
+        if not self.tty:
+            return
+        width = 30
+        fill = int(width * done / total)
+        e = self.epoch[stage] + 1
+        sys.stderr.write(f"\r{stage:5s} epoch {e:3d}/{self.epochs} [{'#' * fill}{'.' * (width - fill)}]"
+                         f" {100 * done // total:3d}%")
+        sys.stderr.flush()
+
+    def line(self, stage: str, r: Any) -> None:
+        self.epoch[stage] = r.epoch
+        if self.quiet:
+            return
+        if self.tty:
+            sys.stderr.write("\r" + " " * 70 + "\r")
+        val = "" if r.hr is None else f"  val HR@10 {r.hr:.4f}  NDCG@10 {r.ndcg:.4f}"
+        print(f"{stage:5s} epoch {r.epoch:3d}  loss {r.loss:.4f}{val}  lr {r.lr:.2g}  "
+              f"{r.seconds:.1f}s (+{r.eval_seconds:.2f}s eval)", flush=True)
+
+
+def _pipeline_config(args: argparse.Namespace) -> Any:
+    from ncf.pipeline import FINETUNE_PRESETS, PipelineConfig
+    from ncf.training import TrainConfig
+
+    stage = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                        n_negatives=args.negatives, early_stopping=args.early_stopping,
+                        device=args.device)
+    preset = args.finetune or ("adam" if args.no_pretrain else "tuned")
+    neumf = replace(FINETUNE_PRESETS[preset], epochs=args.epochs, batch_size=args.batch_size,
+                    n_negatives=args.negatives, early_stopping=args.early_stopping,
+                    device=args.device)
+    if args.finetune_lr is not None:
+        neumf = replace(neumf, lr=args.finetune_lr)
+    return PipelineConfig(
+        factors=args.factors, n_layers=args.layers, pretrain=not args.no_pretrain,
+        alpha=args.alpha, gmf=stage, mlp=stage, neumf=neumf, seed=args.seed,
+        full_ranking_users=args.full_ranking_users or None,
+    ), preset
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ncf.report import print_table, recommend_lines, save_run
+    from ncf.runs import new_run_dir
+    from ncf.sources import resolve_training_data
+
+    if args.factors < 2 or args.factors % 2:
+        raise NcfError(f"--factors must be an even number >= 2, got {args.factors}")
+    config, preset = _pipeline_config(args)
+    run_dir = new_run_dir(args.out)
+    threads = set_threads(args.threads, args.batch_size)
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    t0 = time.perf_counter()
+    data = resolve_training_data(
+        data=args.data, dataset=args.dataset, fmt=args.format, ratings=args.ratings,
+        synth_ratings=args.synth_ratings, seed=args.seed, say=say,
+    )
+    split = data.split
+    say(f"data: {data.description}")
+    say(f"      {split.train.n_users:,} users, {split.train.n_items:,} items, "
+        f"{len(split.train):,} train / {len(split.test):,} test interactions "
+        f"({time.perf_counter() - t0:.1f}s); {threads} torch thread(s)")
+    from ncf.pipeline import run_pipeline
+
+    progress = _Progress(args.quiet, args.epochs)
+    results = run_pipeline(split, config, on_epoch=progress.line, progress=progress.bar,
+                           device=args.device)
+    save_run(run_dir, config, results, data, extra={"finetune": preset, "threads": threads,
+                                                   "argv": sys.argv[1:]})
+    print_table(results)
+    user = args.user
+    if user is None:
+        user = data.split.test.user_raw[int(data.split.test.user_ids[0])]
+    for line in recommend_lines(run_dir, user, k=10):
+        print(line)
+    say(f"run directory: {run_dir}  ({time.perf_counter() - t0:.0f}s in all)")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ncf.report import evaluate_run
+
+    out = evaluate_run(Path(args.run_dir), data=args.data, fmt=args.format,
+                       full_users=args.full_ranking_users or None)
+    if args.json:
+        import json
+
+        print(json.dumps(out, indent=2))
+    else:
+        from ncf.report import format_table
+
+        print(format_table(out))
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from ncf.report import recommend_lines, recommend_rows
+
+    if args.json:
+        import json
+
+        print(json.dumps(recommend_rows(Path(args.run_dir), args.user, args.k, args.model,
+                                        not args.include_seen), indent=2))
+        return 0
+    for line in recommend_lines(Path(args.run_dir), args.user, args.k, args.model,
+                                not args.include_seen):
+        print(line)
+    return 0
+
+
+_ = np

@@ -1,0 +1,216 @@
+"""One entry point: tell a data set's format from its path, read it, find its titles."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ncf.datasets._common import existing
+from ncf.datasets.movielens import read_movielens
+from ncf.datasets.netflix import netflix_sources, read_netflix
+from ncf.datasets.paper import SUFFIXES, read_paper_split
+from ncf.datasets.tabular import read_table, table_columns
+from ncf.datasets.titles import Catalog, read_titles
+from ncf.errors import DataError
+from ncf.interactions import Interactions
+from ncf.split import Split
+
+FORMATS = ("netflix", "netflix-mv", "ml-100k", "ml-dat", "ml-csv", "ncf-paper", "table")
+_TITLES = {
+    "netflix": ("movie_titles.csv", "movie_titles.txt"),
+    "netflix-mv": ("movie_titles.csv", "movie_titles.txt"),
+    "ml-100k": ("u.item",),
+    "ml-dat": ("movies.dat",),
+    "ml-csv": ("movies.csv",),
+}
+_BY_NAME = [
+    (re.compile(r"combined_data_\d+\.txt"), "netflix"),
+    (re.compile(r"mv_\d+\.txt|training_set\.tar|.*\.tar"), "netflix-mv"),
+    (re.compile(r"u\.data|u\d\.(base|test)|u[ab]\.(base|test)"), "ml-100k"),
+    (re.compile(r"ratings\.dat"), "ml-dat"),
+    (re.compile(r"ratings\.csv"), "ml-csv"),
+    (re.compile(r".+\.(train\.rating|test\.rating|test\.negative)"), "ncf-paper"),
+    (re.compile(r".+\.(parquet|pq)"), "table"),
+]
+_BY_CONTENT = [
+    (re.compile(r"\d+:\r?\n\d+,[1-5],\d{4}-\d\d-\d\d\r?\n"), "netflix"),
+    (re.compile(r"\d+::\d+::[\d.]+::\d+\r?\n"), "ml-dat"),
+    (re.compile(r"userId,movieId,rating,timestamp\r?\n", re.IGNORECASE), "ml-csv"),
+    (re.compile(r"\(\d+,\d+\)(\t\d+)+\r?\n"), "ncf-paper"),
+]
+_USER_NAMES = ("user", "userid", "user_id", "customer", "customerid", "customer_id")
+_ITEM_NAMES = ("item", "itemid", "item_id", "movie", "movieid", "movie_id")
+_RATING_NAMES = ("rating", "ratings", "score")
+_TIME_NAMES = ("timestamp", "time", "date", "datetime", "ts")
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """What :func:`load` returns.
+
+    Args:
+        interactions: every rating read (for ``ncf-paper``: train + test).
+        split: the data set's own split (``ncf-paper`` only), else ``None``.
+        catalog: titles found beside the ratings, else ``None``.
+        format: one of :data:`FORMATS`.
+        sources: the files read.
+    """
+
+    interactions: Interactions
+    split: Split | None
+    catalog: Catalog | None
+    format: str
+    sources: list[str] = field(default_factory=list)
+
+
+def _folder_formats(p: Path) -> list[str]:
+    found = []
+    if any(p.glob("combined_data_*.txt")):
+        found.append("netflix")
+    if (
+        any(p.glob("mv_*.txt"))
+        or (p / "training_set").is_dir()
+        or (p / "training_set.tar").exists()
+    ):
+        found.append("netflix-mv")
+    for name, fmt in (("u.data", "ml-100k"), ("ratings.dat", "ml-dat"), ("ratings.csv", "ml-csv")):
+        if (p / name).is_file():
+            found.append(fmt)
+    if any(p.glob("*.test.rating")):
+        found.append("ncf-paper")
+    return found
+
+
+def _is_paper_prefix(p: Path) -> bool:
+    return not p.exists() and any(Path(f"{p}{s}").exists() for s in SUFFIXES)
+
+
+def detect_format(path: str | Path) -> str:
+    """The format of a data file or folder: one of :data:`FORMATS`.
+
+    Decided by file names first, then by the first bytes of a file.
+    ``DataError`` naming the path if it is missing or the format cannot be told.
+    """
+    if _is_paper_prefix(Path(path)):
+        return "ncf-paper"
+    p = existing(path)
+    if p.is_dir():
+        found = _folder_formats(p)
+        if len(found) != 1:
+            what = "ambiguous: " + ", ".join(found) if found else "no ratings file found"
+            raise DataError(f"cannot tell the data format ({what})", path=p)
+        return found[0]
+    for pattern, fmt in _BY_NAME:
+        if pattern.fullmatch(p.name):
+            return fmt
+    with open(p, "rb") as f:
+        head = f.read(4096)
+    if not head:
+        raise DataError("empty file", path=p)
+    text = head.decode("latin-1")
+    for pattern, fmt in _BY_CONTENT:
+        if pattern.match(text):
+            return fmt
+    lines = [ln for ln in text.splitlines()[:5] if ln.strip()]
+    if b"\0" not in head and len(lines) >= 2:
+        for delim in (",", "\t", ";", "|"):
+            counts = {ln.count(delim) for ln in lines[:-1]}  # the last may be cut
+            if len(counts) == 1 and counts.pop() >= 1:
+                return "table"
+    raise DataError("cannot tell the data format (pass fmt=...)", path=p)
+
+
+def _find_titles(p: Path, fmt: str) -> Path | None:
+    folder = p if p.is_dir() else p.parent
+    for where in (folder, folder.parent):
+        for name in _TITLES.get(fmt, ()):
+            if (where / name).is_file():
+                return where / name
+    return None
+
+
+def _guess(names: list[str], candidates: tuple[str, ...]) -> str | None:
+    for n in names:
+        if n.strip().lower() in candidates:
+            return n
+    return None
+
+
+def _load_table(p: Path, options: dict[str, Any]) -> Interactions:
+    if "user_col" not in options or "item_col" not in options:
+        if not options.get("header", True):
+            raise DataError("headerless table: pass user_col= and item_col=", path=p)
+        names = table_columns(p, options.get("delimiter"))
+        guesses = {
+            "user_col": _guess(names, _USER_NAMES),
+            "item_col": _guess(names, _ITEM_NAMES),
+            "rating_col": _guess(names, _RATING_NAMES),
+            "timestamp_col": _guess(names, _TIME_NAMES),
+        }
+        for key in ("user_col", "item_col"):
+            if key not in options and guesses[key] is None:
+                raise DataError(
+                    f"cannot tell the {key[:-4]} column of {names}: pass {key}=", path=p
+                )
+        options = {**{k: v for k, v in guesses.items() if v is not None}, **options}
+    return read_table(p, **options)
+
+
+def load(path: str | Path, fmt: str | None = None, **options: Any) -> Dataset:
+    """Read any supported data set.
+
+    Args:
+        path: a ratings file or a folder (see :func:`detect_format`).
+        fmt: one of :data:`FORMATS`; detected when ``None``.
+        **options: passed to the format's reader (e.g. ``require_train=False`` for
+            ``ncf-paper``, ``user_col=`` / ``item_col=`` for ``table``; guessed from a
+            header when omitted).
+
+    Returns:
+        Dataset; ``interactions.meta`` holds the format and the source files.
+    """
+    p = Path(path)
+    if not _is_paper_prefix(p):
+        existing(p)
+    fmt = fmt or detect_format(p)
+    if fmt not in FORMATS:
+        raise DataError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})", path=p)
+    split = None
+    if fmt in ("netflix", "netflix-mv"):
+        x = read_netflix(p, **options)
+        sources = [str(s) for s in netflix_sources(p)]
+    elif fmt in ("ml-100k", "ml-dat", "ml-csv"):
+        x = read_movielens(p, **options)
+        sources = list(x.meta["sources"])
+    elif fmt == "ncf-paper":
+        split = read_paper_split(p, **options)
+        x = _concat(split.train, split.test)
+        sources = list(split.meta["sources"])
+    else:
+        x = _load_table(p, options)
+        sources = [str(p)]
+    titles = _find_titles(p, fmt)
+    catalog = read_titles(titles) if titles is not None else None
+    x = x.with_arrays(meta={**x.meta, "format": fmt, "sources": sources})  # type: ignore[arg-type]
+    return Dataset(x, split, catalog, fmt, sources)
+
+
+def _concat(a: Interactions, b: Interactions) -> Interactions:
+    """Two interaction sets over the same id spaces, one after the other."""
+
+    def cat(u: np.ndarray | None, v: np.ndarray | None) -> np.ndarray | None:
+        return None if u is None or v is None else np.concatenate([u, v])
+
+    return a.with_arrays(
+        user_ids=cat(a.user_ids, b.user_ids),
+        item_ids=cat(a.item_ids, b.item_ids),
+        ratings=cat(a.ratings, b.ratings),
+        timestamps=cat(a.timestamps, b.timestamps),
+    )
+
+
+__all__ = ["FORMATS", "Dataset", "detect_format", "load"]

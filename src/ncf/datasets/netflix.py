@@ -1,0 +1,415 @@
+"""Netflix Prize ratings: ``combined_data_*.txt``, ``mv_*.txt``, ``training_set.tar``, probe.
+
+Every layout has the same lines: a ``MovieID:`` line, then ``CustomerID,Rating,YYYY-MM-DD``
+lines for that movie. The files are read in blocks of whole lines (``chunk_bytes``) and each
+block is parsed with numpy alone: newline positions, then fixed offsets back from every line
+end (the tail ``,R,YYYY-MM-DD`` is 13 bytes), so memory stays bounded by the block size.
+"""
+
+from __future__ import annotations
+
+import re
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ncf.datasets._common import SECONDS_PER_DAY, days_from_civil, existing, valid_dates
+from ncf.errors import DataError
+from ncf.interactions import Interactions
+
+DEFAULT_CHUNK_BYTES = 4 << 20  # small blocks stay in cache: faster than big ones
+_TAIL = 13  # ",R,YYYY-MM-DD"
+_PAD = b"\n" * 32  # before every block, so words ending at a line end never start before it
+_RATING_LINE = re.compile(r"(\d{1,8}),(\d),(\d{4})-(\d{2})-(\d{2})")
+
+
+@dataclass(frozen=True, eq=False)
+class NetflixChunk:
+    """The ratings of one block of lines, raw ids as in the files.
+
+    Args:
+        movie: int32 movie ids, shape ``(n,)``.
+        customer: int32 customer ids, shape ``(n,)``.
+        rating: int8 ratings 1..5, shape ``(n,)``.
+        day: int32 days since 1970-01-01, shape ``(n,)``.
+    """
+
+    movie: np.ndarray
+    customer: np.ndarray
+    rating: np.ndarray
+    day: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.movie)
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """Whole lines of one file (``data`` ends with a newline) and where they start in it."""
+
+    path: str
+    data: bytes
+    first_line: int
+    file_start: bool
+
+
+# sources ----------------------------------------------------------------------------
+def netflix_sources(paths: str | Path | Iterable[str | Path]) -> list[Path]:
+    """The files to read, in order: ``combined_data_*`` / ``mv_*`` sorted numerically.
+
+    Args:
+        paths: a file, a folder (``combined_data_*.txt``, ``mv_*.txt``, ``training_set/``
+            or ``training_set.tar`` inside), a ``.tar``, or a list of files.
+
+    Returns:
+        Files (or tar archives) in reading order.
+    """
+    if isinstance(paths, str | Path):
+        p = existing(paths)
+        if p.is_file():
+            return [p]
+        for pattern in ("combined_data_*.txt", "mv_*.txt"):
+            found = sorted(p.glob(pattern), key=_numeric_key)
+            if found:
+                return found
+        for sub in ("training_set", "training_set.tar"):
+            if (p / sub).exists():
+                return netflix_sources(p / sub)
+        raise DataError("no combined_data_*.txt, mv_*.txt or training_set.tar inside", path=p)
+    return [q for path in paths for q in netflix_sources(path)]
+
+
+def _numeric_key(path: Path | str) -> tuple[int, str]:
+    digits = re.findall(r"\d+", Path(path).name)
+    return (int(digits[-1]) if digits else -1, str(path))
+
+
+def _file_pieces(path: Path, chunk_bytes: int) -> Iterator[_Piece]:
+    """Cut one file into pieces of at most ``chunk_bytes`` ending at a newline."""
+    with open(path, "rb") as f:
+        rest, line, first = b"", 1, True
+        while True:
+            new = f.read(max(chunk_bytes - len(rest), 1))
+            data = rest + new if rest else new
+            if not new:
+                if data:  # last line without a newline
+                    yield _Piece(str(path), data + b"\n", line, first)
+                elif first:
+                    raise DataError("empty file", path=path)
+                return
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:
+                if len(data) >= chunk_bytes:
+                    raise DataError(
+                        f"no line end within {chunk_bytes} bytes: not a Netflix ratings file",
+                        path=path,
+                        line=line,
+                    )
+                rest = data
+                continue
+            piece, rest = data[:cut], data[cut:]
+            yield _Piece(str(path), piece, line, first)
+            line += piece.count(b"\n")
+            first = False
+
+
+def _bytes_piece(name: str, data: bytes) -> _Piece:
+    if not data:
+        raise DataError("empty file", path=name)
+    return _Piece(name, data if data.endswith(b"\n") else data + b"\n", 1, True)
+
+
+def _tar_pieces(path: Path) -> Iterator[_Piece]:
+    """Every ``mv_*.txt`` member of a tar archive (not extracted), numerically sorted."""
+    try:
+        with tarfile.open(path) as tar:
+            members = [m for m in tar.getmembers() if m.isfile() and m.name.endswith(".txt")]
+            members.sort(key=lambda m: _numeric_key(m.name))
+            if not members:
+                raise DataError("no .txt members in the archive", path=path)
+            for m in members:
+                f = tar.extractfile(m)
+                if f is None:
+                    raise DataError(f"cannot read member {m.name}", path=path)
+                yield _bytes_piece(f"{path}/{m.name}", f.read())
+    except tarfile.TarError as e:
+        raise DataError(f"not a readable tar archive ({e})", path=path) from None
+
+
+def _pieces(sources: list[Path], chunk_bytes: int) -> Iterator[_Piece]:
+    for src in sources:
+        if src.suffix == ".tar" or src.name.endswith((".tar.gz", ".tgz")):
+            yield from _tar_pieces(src)
+        else:
+            yield from _file_pieces(src, chunk_bytes)
+
+
+def _blocks(pieces: Iterator[_Piece], chunk_bytes: int) -> Iterator[list[_Piece]]:
+    """Group small pieces (one ``mv_`` file each) into blocks of about ``chunk_bytes``."""
+    group: list[_Piece] = []
+    size = 0
+    for p in pieces:
+        if group and size + len(p.data) > chunk_bytes:
+            yield group
+            group, size = [], 0
+        group.append(p)
+        size += len(p.data)
+    if group:
+        yield group
+
+
+# parsing ----------------------------------------------------------------------------
+# Eight bytes are read at once as a little-endian uint64 (byte k = k-th character), and
+# checked / converted with SWAR arithmetic: one pass over the lines per operation.
+def _byte_mask(positions: Iterable[int], value: int = 0xFF) -> np.uint64:
+    return np.uint64(sum(value << (8 * p) for p in positions))
+
+
+_ONES = 0x0101010101010101
+_ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
+_HI = np.uint64(0xF0 * _ONES)
+_ZEROS = np.uint64(0x30 * _ONES)
+_SIXES = np.uint64(0x06 * _ONES)
+# bytes e-16..e-9 of a rating line: "ccc,R,YY" ; bytes e-8..e-1: "YY-MM-DD"
+_PUNCT0, _PUNCT0_V = _byte_mask([3, 5]), _byte_mask([3, 5], 0x2C)
+_DIGIT0 = _byte_mask([4, 6, 7])
+_PUNCT1, _PUNCT1_V = _byte_mask([2, 5]), _byte_mask([2, 5], 0x2D)
+_DIGIT1 = _byte_mask([0, 1, 3, 4, 6, 7])
+_FIRST_YEAR, _YEARS = 1900, 200
+_DAYS_TABLE: np.ndarray | None = None
+
+
+def _lines(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(starts, ends, newlines)`` of every line after the pad; ends exclude ``\\r``."""
+    nl = np.flatnonzero(buf[len(_PAD) :] == 10) + len(_PAD)
+    starts = np.empty_like(nl)
+    starts[0] = len(_PAD)
+    starts[1:] = nl[:-1] + 1
+    ends = nl - (buf[nl - 1] == 13)
+    return starts, ends, nl
+
+
+def _words(buf: np.ndarray) -> np.ndarray:
+    """Unaligned uint64 view: ``words[i]`` is bytes ``buf[i:i+8]`` (no copy)."""
+    return np.ndarray((len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))
+
+
+def _are_digits(w: np.ndarray, mask: np.ndarray | np.uint64) -> np.ndarray:
+    """Whether every byte of ``w`` selected by ``mask`` is an ASCII digit."""
+    zeros = mask & _ZEROS
+    hi = mask & _HI
+    return ((w & hi) == zeros) & ((((w & mask) + (mask & _SIXES)) & hi) == zeros)
+
+
+# by digit count 0..9: which bytes of the word hold the digits, and '0' in the others;
+# counts 0 and 9 (clipped from anything longer) keep no byte and fill none: never digits
+_KEEP = np.array(
+    [0] + [0xFFFFFFFFFFFFFFFF << (8 * (8 - n)) & 0xFFFFFFFFFFFFFFFF for n in range(1, 9)] + [0],
+    dtype=np.uint64,
+)
+_FILL = np.array([0] + [~int(k) & 0x3030303030303030 for k in _KEEP[1:9]] + [0], dtype=np.uint64)
+
+
+def _uints(words: np.ndarray, starts: np.ndarray, ends: np.ndarray):
+    """The integers written in ``buf[starts:ends]`` (1..8 digits): ``(int32 values, ok)``."""
+    count = np.clip(ends - starts, 0, 9)
+    v = words[ends - 8]
+    v &= _KEEP[count]
+    v |= _FILL[count]  # leading bytes become '0'
+    ok = _are_digits(v, _ALL)
+    v &= np.uint64(0x0F0F0F0F0F0F0F0F)
+    v *= np.uint64(2561)
+    v >>= np.uint64(8)
+    v &= np.uint64(0x00FF00FF00FF00FF)
+    v *= np.uint64(6553601)
+    v >>= np.uint64(16)
+    v &= np.uint64(0x0000FFFF0000FFFF)
+    v *= np.uint64(42949672960001)
+    v >>= np.uint64(32)
+    return v.astype(np.int32), ok
+
+
+def _days_table() -> np.ndarray:
+    """Days since the epoch at ``(year - 1900) * 416 + month * 32 + day``; -1 if no such date."""
+    global _DAYS_TABLE
+    if _DAYS_TABLE is None:
+        key = np.arange(_YEARS * 416 + 1)
+        year, month, day = key // 416 + _FIRST_YEAR, key % 416 // 32, key % 32
+        ok = valid_dates(year, month, day) & (key < _YEARS * 416)
+        table = np.full(key.size, -1, dtype=np.int32)
+        table[ok] = days_from_civil(year[ok], month[ok], day[ok])
+        _DAYS_TABLE = table
+    return _DAYS_TABLE
+
+
+def _parse_ratings(words: np.ndarray, starts: np.ndarray, ends: np.ndarray):
+    """Customer, rating, day of rating lines (fixed offsets from line ends) and an ok mask."""
+    t0 = words[ends - 16]
+    t1 = words[ends - 8]
+    ok = ((t0 & _PUNCT0) == _PUNCT0_V) & ((t1 & _PUNCT1) == _PUNCT1_V)
+    ok &= _are_digits(t0, _DIGIT0) & _are_digits(t1, _DIGIT1)
+    x0 = (t0 & _DIGIT0) - (_DIGIT0 & _ZEROS)
+    x1 = (t1 & _DIGIT1) - (_DIGIT1 & _ZEROS)
+    p0 = x0 * np.uint64(10) + (x0 >> np.uint64(8))  # byte k: 10 * digit k + digit k+1
+    p1 = x1 * np.uint64(10) + (x1 >> np.uint64(8))
+    rating = ((x0 >> np.uint64(32)) & np.uint64(0xFF)).astype(np.int8)
+    year = ((p0 >> np.uint64(48)) & np.uint64(0xFF)).astype(np.int32) * 100
+    year += (p1 & np.uint64(0xFF)).astype(np.int32)
+    month = ((p1 >> np.uint64(24)) & np.uint64(0xFF)).astype(np.int32)
+    day = ((p1 >> np.uint64(48)) & np.uint64(0xFF)).astype(np.int32)
+    ok &= (rating >= 1) & (rating <= 5) & (month <= 12) & (day <= 31)
+    key = (year - _FIRST_YEAR) * 416 + month * 32 + day
+    np.clip(key, 0, _YEARS * 416, out=key)
+    days = _days_table()[key]
+    ok &= days >= 0
+    customer, ok_customer = _uints(words, starts, ends - _TAIL)
+    return customer, rating, days, ok & ok_customer
+
+
+def _parse_block(pieces: list[_Piece], carry: int) -> tuple[NetflixChunk, int]:
+    """Parse one block; ``carry`` is the movie id still open from the previous block (-1: none).
+
+    Returns the chunk and the movie id open at the end of the block.
+    """
+    buf = np.frombuffer(b"".join([_PAD, *(p.data for p in pieces)]), dtype=np.uint8)
+    words = _words(buf)
+    starts, ends, nl = _lines(buf)
+    nonblank = ends > starts
+    is_movie = (buf[ends - 1] == 58) & nonblank  # ':'
+    m_idx = np.flatnonzero(is_movie)
+    r_idx = np.flatnonzero(nonblank & ~is_movie)  # blank lines are skipped
+    movie_ids, ok_movie = _uints(words, starts[m_idx], ends[m_idx] - 1)
+    customer, rating, day, ok = _parse_ratings(words, starts[r_idx], ends[r_idx])
+
+    # movie id of every line: the last movie line at or above it, reset at each file start
+    piece_starts = np.cumsum([len(_PAD)] + [len(p.data) for p in pieces])[:-1]
+    resets = np.searchsorted(starts, piece_starts[[p.file_start for p in pieces]])
+    movie_of = np.full(len(starts) + 1, -1, dtype=np.int32)
+    movie_of[0] = carry
+    movie_of[m_idx + 1] = movie_ids
+    mark = np.zeros(len(starts), dtype=np.int64)
+    mark[resets] = resets + 1
+    mark[m_idx] = m_idx + 1
+    np.maximum.accumulate(mark, out=mark)
+    movie = movie_of[mark[r_idx]]
+
+    if not (ok.all() and ok_movie.all() and (movie >= 0).all()):
+        bad = np.concatenate([r_idx[~ok | (movie < 0)], m_idx[~ok_movie]])
+        _raise_at(buf, pieces, piece_starts, starts, ends, nl, int(bad.min()), movie_of, mark)
+    new_carry = int(movie_of[mark[-1]]) if len(mark) else carry
+    return NetflixChunk(movie, customer, rating, day), new_carry
+
+
+def _raise_at(buf, pieces, piece_starts, starts, ends, nl, i, movie_of, mark) -> None:
+    """Raise the ``DataError`` for line ``i`` of the block, naming its file and line."""
+    p = int(np.searchsorted(piece_starts, starts[i], side="right")) - 1
+    line = pieces[p].first_line + int(
+        np.searchsorted(nl, starts[i]) - np.searchsorted(nl, piece_starts[p])
+    )
+    text = buf[starts[i] : ends[i]].tobytes().decode("latin-1")
+    raise DataError(_diagnose(text, movie_of[mark[i]] >= 0), path=pieces[p].path, line=line)
+
+
+def _diagnose(text: str, has_movie: bool) -> str:
+    shown = text if len(text) <= 60 else text[:60] + "..."
+    if text.endswith(":"):
+        return f"movie id {text[:-1]!r} is not a non-negative integer"
+    m = _RATING_LINE.fullmatch(text)
+    if m is None:
+        return f"expected 'MovieID:' or 'CustomerID,Rating,YYYY-MM-DD', got {shown!r}"
+    if not 1 <= int(m.group(2)) <= 5:
+        return f"rating {m.group(2)} outside 1..5"
+    y, mo, d = (np.array([int(g)]) for g in m.groups()[2:])
+    if not (valid_dates(y, mo, d)[0] and _FIRST_YEAR <= y[0] < _FIRST_YEAR + _YEARS):
+        return f"invalid date {text.split(',')[2]!r}"
+    if not has_movie:
+        return "rating line before any 'MovieID:' line"
+    return f"cannot parse {shown!r}"  # pragma: no cover - the checks above are exhaustive
+
+
+# public API -------------------------------------------------------------------------
+def iter_netflix_chunks(
+    paths: str | Path | Iterable[str | Path], chunk_bytes: int = DEFAULT_CHUNK_BYTES
+) -> Iterator[NetflixChunk]:
+    """Stream the ratings of Netflix Prize files in blocks of about ``chunk_bytes``.
+
+    Args:
+        paths: see :func:`netflix_sources` (files are read in that order).
+        chunk_bytes: block size; memory use is a small multiple of it.
+
+    Returns:
+        An iterator of :class:`NetflixChunk` (raw ids, int8 ratings, int32 days).
+    """
+    if chunk_bytes < 64:
+        raise ValueError("chunk_bytes must be at least 64")
+    carry = -1
+    pieces = _pieces(netflix_sources(paths), chunk_bytes)
+    for block in _blocks(pieces, chunk_bytes):
+        if block[0].file_start:
+            carry = -1
+        chunk, carry = _parse_block(block, carry)
+        if len(chunk):
+            yield chunk
+
+
+def read_netflix(
+    paths: str | Path | Iterable[str | Path], chunk_bytes: int = DEFAULT_CHUNK_BYTES
+) -> Interactions:
+    """Read Netflix Prize ratings (``combined_data_*.txt``, ``mv_*.txt``, ``training_set.tar``).
+
+    Args:
+        paths: a file, a folder, a tar archive or a list of them (see :func:`netflix_sources`).
+        chunk_bytes: bytes parsed at a time.
+
+    Returns:
+        Interactions: users are customers, items are movies, ratings 1..5, timestamps at
+        midnight UTC of the rating date.
+    """
+    sources = [str(p) for p in netflix_sources(paths)]
+    chunks = list(iter_netflix_chunks(paths, chunk_bytes))
+    if not chunks:
+        raise DataError("no ratings found", path=", ".join(sources))
+    cat = np.concatenate
+    return Interactions.from_raw(
+        cat([c.customer for c in chunks]),
+        cat([c.movie for c in chunks]),
+        ratings=cat([c.rating for c in chunks]).astype(np.float32),
+        timestamps=cat([c.day for c in chunks]).astype(np.int64) * SECONDS_PER_DAY,
+        meta={"format": "netflix", "sources": sources},
+    )
+
+
+def read_netflix_probe(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``probe.txt`` (a ``MovieID:`` line, then ``CustomerID`` lines).
+
+    Returns:
+        ``(movie_raw, customer_raw)``: int64 arrays, shape ``(n,)``, in file order.
+    """
+    data = existing(path).read_bytes()
+    if not data:
+        raise DataError("empty file", path=path)
+    piece = _bytes_piece(str(path), data)
+    buf = np.frombuffer(_PAD + piece.data, dtype=np.uint8)
+    starts, ends, nl = _lines(buf)
+    nonblank = ends > starts
+    is_movie = (buf[ends - 1] == 58) & nonblank
+    values, ok = _uints(_words(buf), starts, ends - is_movie)
+    mark = np.where(is_movie, np.arange(1, len(starts) + 1), 0)
+    np.maximum.accumulate(mark, out=mark)
+    movie_of = np.concatenate([[-1], np.where(is_movie, values, -1)])
+    movie = movie_of[mark]
+    bad = np.flatnonzero(nonblank & (~ok | (movie < 0)))
+    if bad.size:
+        i = int(bad[0])
+        text = buf[starts[i] : ends[i]].tobytes().decode("latin-1")
+        reason = (
+            "customer line before any 'MovieID:' line"
+            if ok[i]
+            else f"expected 'MovieID:' or 'CustomerID', got {text[:60]!r}"
+        )
+        raise DataError(reason, path=path, line=i + 1)
+    rows = nonblank & ~is_movie
+    return movie[rows].astype(np.int64), values[rows].astype(np.int64)

@@ -1,0 +1,298 @@
+"""Delimited text and Parquet files: any table with user / item / [rating] / [timestamp] columns.
+
+Parsing is pyarrow's (imported lazily, so ``import ncf.datasets`` stays light); when it fails
+or a value is bad, a slow scan of the file finds the line to name in the ``DataError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ncf.datasets._common import (
+    SECONDS_PER_DAY,
+    existing,
+    fields_checker,
+    first_bad_line,
+    float_field,
+    int_field,
+    locate_row,
+)
+from ncf.errors import DataError
+from ncf.interactions import Interactions
+
+Column = str | int
+_PARQUET = (".parquet", ".pq")
+_DELIMITERS = (",", "\t", ";", "|")
+
+
+def read_numeric_columns(
+    path: str | Path,
+    delimiter: str,
+    header: bool,
+    kinds: Sequence[str],
+    names: Sequence[str],
+) -> list[np.ndarray]:
+    """Read a headerless-or-not delimited file whose fields are all numbers.
+
+    Args:
+        path: the file.
+        delimiter: ``"\\t"``, ``","`` or ``"::"`` (read as ``":"`` with empty columns between).
+        header: whether the first line is a header (skipped).
+        kinds: ``"int"`` or ``"float"`` per expected field, in file order.
+        names: field names for error messages.
+
+    Returns:
+        One array per field: int64 for ``"int"``, float64 for ``"float"``, shape ``(n,)``.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    path = existing(path)
+    double = delimiter == "::"
+    n = len(kinds) * 2 - 1 if double else len(kinds)
+    keep = list(range(0, n, 2)) if double else list(range(n))
+    col_names = [f"f{i}" for i in range(n)]
+    types = {
+        col_names[k]: pa.int64() if kind == "int" else pa.float64()
+        for k, kind in zip(keep, kinds, strict=True)
+    }
+    checker = fields_checker(
+        [
+            int_field(nm) if kind == "int" else float_field(nm)
+            for kind, nm in zip(kinds, names, strict=True)
+        ]
+    )
+    try:
+        table = pcsv.read_csv(
+            path,
+            read_options=pcsv.ReadOptions(column_names=col_names, skip_rows=int(header)),
+            parse_options=pcsv.ParseOptions(delimiter=":" if double else delimiter),
+            convert_options=pcsv.ConvertOptions(
+                column_types=types, include_columns=[col_names[k] for k in keep]
+            ),
+        )
+    except pa.ArrowInvalid:
+        raise first_bad_line(
+            path, checker, lambda t: t.split(delimiter), skip=int(header)
+        ) from None
+    if table.num_rows == 0:
+        raise DataError("no data rows", path=path)
+    out = []
+    for k, nm in zip(keep, names, strict=True):
+        col = table.column(col_names[k])
+        if col.null_count:
+            row = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+            raise DataError(f"missing {nm}", path=path, line=locate_row(path, row, int(header)))
+        out.append(col.to_numpy())
+    for arr, nm in zip(out, names, strict=True):
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            row = int(np.flatnonzero(~np.isfinite(arr))[0])
+            raise DataError(
+                f"{nm} is not finite", path=path, line=locate_row(path, row, int(header))
+            )
+    return out
+
+
+def sniff_delimiter(path: str | Path) -> str:
+    """The delimiter of a text table: by suffix (``.tsv``), else the most frequent of , TAB ; |."""
+    path = Path(path)
+    if path.suffix.lower() == ".tsv":
+        return "\t"
+    with open(path, "rb") as f:
+        first = f.readline().decode("latin-1")
+    counts = {d: first.count(d) for d in _DELIMITERS}
+    best = max(counts, key=lambda d: counts[d])
+    if counts[best] == 0:
+        raise DataError(
+            "cannot tell the delimiter (none of , TAB ; | in line 1)", path=path, line=1
+        )
+    return best
+
+
+def _resolve(names: list[str], col: Column, path: Path) -> str:
+    if isinstance(col, int) and not isinstance(col, bool):
+        if not -len(names) <= col < len(names):
+            raise DataError(f"column index {col} outside 0..{len(names) - 1}", path=path)
+        return names[col]
+    if col in names:
+        return str(col)
+    lower = {n.lower(): n for n in names}
+    if str(col).lower() in lower:
+        return lower[str(col).lower()]
+    raise DataError(f"no column {col!r} (columns: {', '.join(names)})", path=path)
+
+
+def _load_table(path: Path, delimiter: str | None, header: bool) -> Any:
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    if path.suffix.lower() in _PARQUET:
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(path)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise DataError(f"not a readable Parquet file ({e})", path=path) from None
+    delim = delimiter or sniff_delimiter(path)
+    try:
+        return pcsv.read_csv(
+            path,
+            read_options=pcsv.ReadOptions(autogenerate_column_names=not header),
+            parse_options=pcsv.ParseOptions(delimiter=delim),
+        )
+    except pa.ArrowInvalid as e:
+        with open(path, "rb") as f:
+            ncols = len(f.readline().decode("latin-1").split(delim))
+        err = first_bad_line(
+            path,
+            lambda f: None if len(f) == ncols else f"expected {ncols} fields, got {len(f)}",
+            lambda t: t.split(delim),
+            skip=int(header),
+        )
+        if err.line is None:
+            raise DataError(f"cannot parse ({e})", path=path) from None
+        raise err from None
+
+
+def _ids(col: Any, what: str, path: Path, header: bool) -> np.ndarray:
+    import pyarrow as pa
+
+    _no_nulls(col, what, path, header)
+    if pa.types.is_integer(col.type):
+        return col.to_numpy().astype(np.int64)
+    if pa.types.is_floating(col.type):
+        arr = col.to_numpy()
+        bad = np.flatnonzero(arr != np.round(arr))
+        if bad.size:
+            raise DataError(
+                f"{what} id {arr[bad[0]]!r} is not an integer",
+                path=path,
+                line=_line(path, int(bad[0]), header),
+            )
+        return arr.astype(np.int64)
+    return np.asarray(col.cast(pa.string()).to_numpy(zero_copy_only=False).astype(str))
+
+
+def _no_nulls(col: Any, what: str, path: Path, header: bool) -> None:
+    if col.null_count:
+        row = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+        raise DataError(f"missing {what}", path=path, line=_line(path, row, header))
+
+
+def _line(path: Path, row: int, header: bool) -> int | None:
+    return None if path.suffix.lower() in _PARQUET else locate_row(path, row, int(header))
+
+
+def _first_failure(col: Any, convert: Callable[[Any], Any]) -> int:
+    """Index of the first value ``convert`` rejects (error path only: a Python loop)."""
+    for i, value in enumerate(col.to_pylist()):
+        try:
+            convert(value)
+        except (ValueError, TypeError):
+            return i
+    return 0
+
+
+def _ratings(col: Any, path: Path, header: bool) -> np.ndarray:
+    import pyarrow as pa
+
+    _no_nulls(col, "rating", path, header)
+    try:
+        arr = col.cast(pa.float64()).to_numpy()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        row = _first_failure(col, float)
+        raise DataError(
+            f"rating {col[row].as_py()!r} is not a number", path=path, line=_line(path, row, header)
+        ) from None
+    if not np.isfinite(arr).all():
+        row = int(np.flatnonzero(~np.isfinite(arr))[0])
+        raise DataError("rating is not finite", path=path, line=_line(path, row, header))
+    return arr.astype(np.float32)
+
+
+def _iso_datetime(value: Any) -> np.datetime64:
+    if value is None:
+        raise ValueError("missing")
+    return np.datetime64(str(value))
+
+
+def _seconds(col: Any, path: Path, header: bool) -> np.ndarray:
+    """Timestamps in seconds from integers (seconds), dates (midnight UTC) or ISO datetimes."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    _no_nulls(col, "timestamp", path, header)
+    t = col.type
+    if pa.types.is_integer(t):
+        return col.to_numpy().astype(np.int64)
+    if pa.types.is_date(t):
+        return col.cast(pa.date32()).cast(pa.int32()).to_numpy().astype(np.int64) * SECONDS_PER_DAY
+    if pa.types.is_timestamp(t):
+        if t.tz is None:
+            col = pc.assume_timezone(col, "UTC")
+        return pc.cast(col, pa.timestamp("s", tz="UTC"), safe=False).cast(pa.int64()).to_numpy()
+    try:
+        return _seconds(col.cast(pa.timestamp("s", tz="UTC")), path, header)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        row = _first_failure(col, _iso_datetime)
+        raise DataError(
+            f"timestamp {col[row].as_py()!r} is neither integer seconds nor an ISO date",
+            path=path,
+            line=_line(path, row, header),
+        ) from None
+
+
+def read_table(
+    path: str | Path,
+    user_col: Column,
+    item_col: Column,
+    rating_col: Column | None = None,
+    timestamp_col: Column | None = None,
+    delimiter: str | None = None,
+    header: bool = True,
+) -> Interactions:
+    """Read interactions from a delimited text file or a Parquet file.
+
+    Args:
+        path: ``.csv`` / ``.tsv`` / any delimited text, or ``.parquet``.
+        user_col, item_col: column names or 0-based indices; raw ids may be integers or strings.
+        rating_col: optional rating column (numbers).
+        timestamp_col: optional column of integer seconds or ISO dates / datetimes (UTC).
+        delimiter: text delimiter; sniffed from the first line when ``None``.
+        header: whether the first line holds column names (text files only).
+
+    Returns:
+        Interactions with users / items numbered densely in raw-id order.
+    """
+    path = existing(path)
+    table = _load_table(path, delimiter, header)
+    if table.num_rows == 0:
+        raise DataError("no data rows", path=path)
+    names = list(table.column_names)
+
+    def column(col: Column) -> Any:
+        return table.column(_resolve(names, col, path))
+
+    users = _ids(column(user_col), "user", path, header)
+    items = _ids(column(item_col), "item", path, header)
+    ratings = None if rating_col is None else _ratings(column(rating_col), path, header)
+    stamps = None if timestamp_col is None else _seconds(column(timestamp_col), path, header)
+    return Interactions.from_raw(
+        users, items, ratings, stamps, meta={"format": "table", "sources": [str(path)]}
+    )
+
+
+def table_columns(path: str | Path, delimiter: str | None = None) -> list[str]:
+    """Column names of a table's header (text: first line; Parquet: schema)."""
+    path = existing(path)
+    if path.suffix.lower() in _PARQUET:
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    delim = delimiter or sniff_delimiter(path)
+    with open(path, "rb") as f:
+        return [c.strip().strip('"') for c in f.readline().decode("latin-1").strip().split(delim)]

@@ -1,0 +1,305 @@
+"""One evaluation path for every model: HR@k, NDCG@k and MRR of a scoring function.
+
+A scoring function ``score_fn(user_ids (B,) int64, item_ids (B, C) int64) -> (B, C)``
+(numpy array or torch tensor) is all evaluation knows of a model. Two protocols:
+
+- ``"sampled"`` (the NCF paper): rank each held-out item among itself and its sampled
+  candidates (usually 99);
+- ``"full"``: rank it among every item except the user's other known items.
+
+Rank conventions (shared by both): the rank of the positive is the number of
+candidates scoring ``>=`` it, so ties count against the positive (a constant model
+scores 0, not 1). NaN scores count as ``-inf``, the worst: a NaN positive ranks last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+
+from ncf.errors import NcfError
+from ncf.split import Split
+
+ScoreFn = Callable[[np.ndarray, np.ndarray], Any]
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Ranking metrics averaged over evaluated users.
+
+    Args:
+        hr: hit ratio at ``k`` (equal to Recall@k with one held-out item per user).
+        ndcg: NDCG at ``k``.
+        mrr: mean reciprocal rank (not truncated at ``k``).
+        n_users: number of evaluated (user, held-out item) rows.
+        k: the cut-off.
+        protocol: ``"sampled"`` or ``"full"``.
+        ranks: int64 0-based rank of each row's positive, shape ``(n_users,)``, for
+            per-user comparisons and significance tests.
+    """
+
+    hr: float
+    ndcg: float
+    mrr: float
+    n_users: int
+    k: int
+    protocol: str
+    ranks: np.ndarray = field(repr=False, compare=False)
+
+    @classmethod
+    def from_ranks(cls, ranks: np.ndarray, k: int, protocol: str) -> Metrics:
+        """Average the per-row metrics of 0-based ``ranks`` (shape ``(n,)``)."""
+        ranks = np.asarray(ranks, dtype=np.int64)
+        if not len(ranks):
+            raise NcfError("nothing to evaluate: no users")
+        hit = ranks < k
+        return cls(
+            hr=float(hit.mean()),
+            ndcg=float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean()),
+            mrr=float((1.0 / (ranks + 1.0)).mean()),
+            n_users=len(ranks),
+            k=k,
+            protocol=protocol,
+            ranks=ranks,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The scalar fields (``ranks`` left out), e.g. for JSON."""
+        return {"hr": self.hr, "ndcg": self.ndcg, "mrr": self.mrr, "n_users": self.n_users,
+                "k": self.k, "protocol": self.protocol}
+
+
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise NcfError(f"k must be >= 1, got {k}")
+
+
+def positive_ranks(pos_scores: np.ndarray, neg_scores: np.ndarray) -> np.ndarray:
+    """0-based rank of each positive: how many of its candidates score ``>=`` it.
+
+    Args:
+        pos_scores: score of each positive, shape ``(B,)``.
+        neg_scores: scores of its candidates, shape ``(B, C)``.
+
+    Returns:
+        int64 ranks in ``0..C``, shape ``(B,)``; NaN counts as ``-inf`` and ties count
+        against the positive, so a NaN or ``-inf`` positive ranks ``C``.
+    """
+    pos = np.asarray(pos_scores)
+    neg = np.asarray(neg_scores)
+    if pos.ndim != 1 or neg.ndim != 2 or len(pos) != len(neg):
+        raise NcfError(f"scores of shapes {pos.shape} and {neg.shape}, expected (B,) and (B, C)")
+    worst = np.isnan(pos) | (pos == -np.inf)
+    ranks = np.count_nonzero(neg >= pos[:, None], axis=1).astype(np.int64)
+    ranks[worst] = neg.shape[1]
+    return ranks
+
+
+def rank_metrics(
+    pos_scores: np.ndarray, neg_scores: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-row metrics of positives ranked among their candidates.
+
+    Args:
+        pos_scores: shape ``(B,)``; neg_scores: shape ``(B, C)``; k: the cut-off.
+
+    Returns:
+        ``(ranks, hit, ndcg, rr)``, each shape ``(B,)``: 0-based rank (see
+        :func:`positive_ranks`), ``rank < k`` as float, ``1 / log2(rank + 2)`` if
+        ``rank < k`` else 0, and ``1 / (rank + 1)``.
+    """
+    _check_k(k)
+    ranks = positive_ranks(pos_scores, neg_scores)
+    hit = ranks < k
+    ndcg = np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0)
+    return ranks, hit.astype(np.float64), ndcg, 1.0 / (ranks + 1.0)
+
+
+def _scores(score_fn: ScoreFn, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    out = score_fn(users, items)
+    if hasattr(out, "detach"):  # a torch tensor, without importing torch here
+        out = out.detach().float().cpu().numpy()
+    out = np.asarray(out)
+    if out.shape != items.shape:
+        raise NcfError(f"score_fn returned shape {out.shape}, expected {items.shape}")
+    if out.dtype.kind != "f":
+        out = out.astype(np.float64)
+    return out
+
+
+def _rows(users: np.ndarray, positives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    users = np.asarray(users, dtype=np.int64).reshape(-1)
+    positives = np.asarray(positives, dtype=np.int64).reshape(-1)
+    if len(users) != len(positives):
+        raise NcfError(f"{len(users)} users but {len(positives)} positives")
+    if not len(users):
+        raise NcfError("nothing to evaluate: no users")
+    return users, positives
+
+
+def evaluate_sampled(
+    score_fn: ScoreFn,
+    users: np.ndarray,
+    positives: np.ndarray,
+    negatives: np.ndarray,
+    k: int = 10,
+    batch_size: int = 8192,
+) -> Metrics:
+    """The paper's protocol: rank each positive among itself and its candidates.
+
+    Args:
+        score_fn: ``(users (B,), items (B, C)) -> scores (B, C)``.
+        users: int users, shape ``(n,)``.
+        positives: the held-out item of each row, shape ``(n,)``.
+        negatives: its candidates, shape ``(n, C)`` (e.g. 99 per row).
+        k: the cut-off of HR and NDCG.
+        batch_size: rows scored per call of ``score_fn``.
+
+    Returns:
+        :class:`Metrics` with ``protocol="sampled"``.
+    """
+    _check_k(k)
+    users, positives = _rows(users, positives)
+    negatives = np.asarray(negatives)
+    if negatives.ndim != 2 or len(negatives) != len(users):
+        raise NcfError(f"negatives of shape {negatives.shape}, expected ({len(users)}, C)")
+    ranks = np.empty(len(users), dtype=np.int64)
+    for start in range(0, len(users), batch_size):
+        end = min(start + batch_size, len(users))
+        items = np.empty((end - start, 1 + negatives.shape[1]), dtype=np.int64)
+        items[:, 0] = positives[start:end]
+        items[:, 1:] = negatives[start:end]
+        s = _scores(score_fn, users[start:end], items)
+        ranks[start:end] = positive_ranks(s[:, 0], s[:, 1:])
+    return Metrics.from_ranks(ranks, k, "sampled")
+
+
+def evaluate_full(
+    score_fn: ScoreFn,
+    users: np.ndarray,
+    positives: np.ndarray,
+    exclude: sp.csr_matrix | None,
+    n_items: int,
+    k: int = 10,
+    batch_size: int | None = None,
+) -> Metrics:
+    """Full ranking: rank each positive among every item but the user's excluded ones.
+
+    Args:
+        score_fn: ``(users (B,), items (B, n_items)) -> scores (B, n_items)``.
+        users: int users, shape ``(n,)``.
+        positives: the held-out item of each row, shape ``(n,)``; never excluded, even
+            when ``exclude`` lists it.
+        exclude: ``user_items`` csr matrix ``(n_users, n_items)`` of items left out of
+            the ranking (the user's other known items), or ``None``.
+        n_items: number of items.
+        k: the cut-off of HR (= Recall@k with one positive) and NDCG.
+        batch_size: rows scored per call; default about 16M scores per batch.
+
+    Returns:
+        :class:`Metrics` with ``protocol="full"``.
+    """
+    _check_k(k)
+    users, positives = _rows(users, positives)
+    if positives.min() < 0 or positives.max() >= n_items:
+        raise NcfError(f"positive item outside 0..{n_items - 1}")
+    if exclude is not None:
+        if exclude.shape[1] != n_items:
+            raise NcfError(f"exclude matrix has {exclude.shape[1]} items, expected {n_items}")
+        exclude = sp.csr_matrix(exclude)
+        exclude.sum_duplicates()  # one entry per (user, item): candidate counts stay exact
+    batch_size = batch_size or max(1, 2**24 // n_items)
+    all_items = np.arange(n_items, dtype=np.int64)
+    ranks = np.empty(len(users), dtype=np.int64)
+    for start in range(0, len(users), batch_size):
+        u, p = users[start : start + batch_size], positives[start : start + batch_size]
+        s = np.array(_scores(score_fn, u, np.broadcast_to(all_items, (len(u), n_items))))
+        rows = np.arange(len(u))
+        pos = s[rows, p]
+        n_candidates = np.full(len(u), n_items - 1, dtype=np.int64)
+        if exclude is not None:
+            sub = exclude[u]
+            r = np.repeat(rows, np.diff(sub.indptr))
+            s[r, sub.indices] = -np.inf
+            other = sub.indices != p[r]
+            n_candidates -= np.bincount(r[other], minlength=len(u))
+        s[rows, p] = np.nan  # the positive is not its own candidate
+        rk = np.count_nonzero(s >= pos[:, None], axis=1).astype(np.int64)
+        worst = np.isnan(pos) | (pos == -np.inf)
+        rk[worst] = n_candidates[worst]
+        ranks[start : start + len(u)] = rk
+    return Metrics.from_ranks(ranks, k, "full")
+
+
+def _exclude_matrix(split: Split) -> sp.csr_matrix:
+    """``user_items`` of every interaction in the split (train, validation, test)."""
+    parts = [split.train, split.test] + ([split.validation] if split.validation is not None else [])
+    u = np.concatenate([x.user_ids for x in parts])
+    i = np.concatenate([x.item_ids for x in parts])
+    m = sp.csr_matrix(
+        (np.ones(len(u), dtype=np.float32), (u, i)),
+        shape=(split.train.n_users, split.train.n_items),
+    )
+    m.sum_duplicates()
+    return m
+
+
+def evaluate(
+    score_fn: ScoreFn,
+    split: Split,
+    on: Literal["test", "validation"] = "test",
+    protocol: Literal["sampled", "full"] = "sampled",
+    k: int = 10,
+    max_users: int | None = None,
+    seed: int = 0,
+    batch_size: int | None = None,
+) -> Metrics:
+    """Evaluate on a split's test or validation rows.
+
+    Full ranking leaves out every other item the user interacted with: for ``"test"``
+    the train and validation items, for ``"validation"`` the train items and the test
+    item too (so a model is neither rewarded nor penalised for ranking the test item
+    high while being tuned); the positive itself always stays in. The sampled protocol
+    uses the split's ``test_negatives`` / ``validation_negatives``
+    (:func:`ncf.split.with_negatives` fills them).
+
+    Args:
+        score_fn: ``(users (B,), items (B, C)) -> scores (B, C)``.
+        split: the split.
+        on: ``"test"`` or ``"validation"``.
+        protocol: ``"sampled"`` or ``"full"``.
+        k: the cut-off.
+        max_users: evaluate a seeded random sample of at most this many rows (full
+            ranking of 480k users x 17,770 items is costly); ``None``: all.
+        seed: seed of that sample.
+        batch_size: rows per ``score_fn`` call (default: per protocol).
+
+    Returns:
+        :class:`Metrics`.
+    """
+    if on not in ("test", "validation"):
+        raise NcfError(f"on must be 'test' or 'validation', got {on!r}")
+    if protocol not in ("sampled", "full"):
+        raise NcfError(f"protocol must be 'sampled' or 'full', got {protocol!r}")
+    held = split.test if on == "test" else split.validation
+    negatives = split.test_negatives if on == "test" else split.validation_negatives
+    if held is None:
+        raise NcfError("the split has no validation set (see ncf.split.holdout_validation)")
+    rows = np.arange(len(held))
+    if max_users is not None and max_users < len(held):
+        rows = np.sort(np.random.default_rng(seed).choice(len(held), max_users, replace=False))
+    users, positives = held.user_ids[rows], held.item_ids[rows]
+    if protocol == "sampled":
+        if negatives is None:
+            raise NcfError(f"the split has no {on} negatives: call ncf.split.with_negatives first")
+        return evaluate_sampled(
+            score_fn, users, positives, negatives[rows], k=k, batch_size=batch_size or 8192
+        )
+    return evaluate_full(
+        score_fn, users, positives, _exclude_matrix(split), split.train.n_items, k=k,
+        batch_size=batch_size,
+    )

@@ -1,0 +1,328 @@
+"""The three NCF networks: GMF, MLP and NeuMF (He et al., WWW 2017, section 3).
+
+Each is a plain ``nn.Module`` mapping ``(users (B,), items (B,))`` int64 tensors to logits
+``(B,)``; the sigmoid lives in the loss (``binary_cross_entropy_with_logits``). Embeddings are
+initialised from N(0, 0.01) as in the paper; tower layers with Glorot-uniform weights.
+
+Example:
+    >>> gmf, mlp = GMF(10, 20, factors=8), MLP(10, 20, factors=8, n_layers=3)
+    >>> neumf = NeuMF.from_pretrained(gmf, mlp, alpha=0.5)
+    >>> neumf(torch.tensor([0, 1]), torch.tensor([3, 4])).shape
+    torch.Size([2])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ncf.errors import NcfError
+from ncf.optim import Grad, RowGrad
+
+
+def _embedding(n: int, dim: int, sparse: bool) -> nn.Embedding:
+    emb = nn.Embedding(n, dim, sparse=sparse)
+    nn.init.normal_(emb.weight, std=0.01)
+    return emb
+
+
+def tower_sizes(factors: int, n_layers: int) -> list[int]:
+    """The paper's halving tower: input ``factors * 2**n_layers`` down to ``factors``.
+
+    ``tower_sizes(8, 3) == [64, 32, 16, 8]``: embeddings of 32 each, concatenated to 64, then
+    hidden layers of 32, 16 and 8 (the paper's default for predictive factors 8). With
+    ``n_layers == 0`` the concatenated embeddings (size ``factors``) feed the output directly.
+    """
+    if factors < 2 or factors % 2 or n_layers < 0:
+        raise NcfError(f"need an even factors >= 2 and n_layers >= 0, got {factors}, {n_layers}")
+    return [factors * 2**i for i in range(n_layers, -1, -1)]
+
+
+def _tower(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for d_in, d_out in zip(sizes[:-1], sizes[1:]):
+        linear = nn.Linear(d_in, d_out)
+        nn.init.xavier_uniform_(linear.weight)
+        nn.init.zeros_(linear.bias)
+        layers += [linear, nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+def _output(d_in: int) -> nn.Linear:
+    out = nn.Linear(d_in, 1)
+    nn.init.uniform_(out.weight, -(3.0 / d_in) ** 0.5, (3.0 / d_in) ** 0.5)  # LeCun uniform
+    nn.init.zeros_(out.bias)
+    return out
+
+
+def _linears(tower: nn.Sequential) -> list[nn.Linear]:
+    return [m for m in tower if isinstance(m, nn.Linear)]
+
+
+def _tower_forward(linears: list[nn.Linear], x: torch.Tensor) -> list[torch.Tensor]:
+    """Activations ``[x, relu(x W1^T + b1), ...]`` of a ReLU tower, kept for the backward pass."""
+    acts = [x]
+    for lin in linears:
+        acts.append(torch.addmm(lin.bias, acts[-1], lin.weight.t()).relu_())
+    return acts
+
+
+def _tower_backward(
+    linears: list[nn.Linear], acts: list[torch.Tensor], d_out: torch.Tensor, prefix: str
+) -> tuple[torch.Tensor, dict[str, Grad]]:
+    """Gradient of the tower input and of every layer's weight and bias."""
+    grads: dict[str, Grad] = {}
+    d = d_out
+    for idx in range(len(linears) - 1, -1, -1):
+        d = torch.ops.aten.threshold_backward(d, acts[idx + 1], 0)
+        grads[f"{prefix}.{2 * idx}.weight"] = d.t().mm(acts[idx])
+        grads[f"{prefix}.{2 * idx}.bias"] = d.sum(0)
+        d = d.mm(linears[idx].weight)
+    return d, grads
+
+
+def _logit_grad(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean binary cross-entropy on logits and its gradient with respect to the logits."""
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+    return loss, (torch.sigmoid(logits) - labels).div_(len(labels))
+
+
+class NCFModule(nn.Module):
+    """Common interface: ``forward`` gives logits, ``hyper`` the constructor arguments."""
+
+    kind: str = ""
+    user_embeddings: tuple[str, ...] = ()
+
+    def hyper(self) -> dict[str, Any]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def features(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError  # pragma: no cover
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Logits, shape ``(B,)``."""
+        return self.out(self.features(users, items)).squeeze(-1)
+
+    def loss_grads(
+        self, users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, Grad]]:
+        """Mean log loss of a batch and its exact gradients, computed by hand.
+
+        The same numbers as ``loss.backward()`` (a test checks it) at about a third of the
+        cost for small batches: no autograd graph is built. Embedding gradients come as
+        :class:`RowGrad` (only the rows used) when the model is ``sparse``, else dense.
+        """
+        raise NotImplementedError  # pragma: no cover
+
+    def _emb_grad(self, table: nn.Embedding, index: torch.Tensor, values: torch.Tensor) -> Grad:
+        rg = RowGrad(index, values)
+        return rg if table.sparse else rg.to_dense(table.weight)
+
+    def _out_grads(self, feats: torch.Tensor, dlogit: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        grads: dict[str, Grad] = {
+            "out.weight": dlogit.unsqueeze(0).mm(feats),
+            "out.bias": dlogit.sum(0, keepdim=True),
+        }
+        return torch.outer(dlogit, self.out.weight[0]), grads
+
+
+class GMF(NCFModule):
+    """Generalized Matrix Factorization: ``h^T (p_u * q_i)``.
+
+    Args:
+        n_users, n_items: sizes of the id spaces.
+        factors: embedding size (the "predictive factors").
+        sparse: sparse embedding gradients (pays off with many users, e.g. Netflix).
+    """
+
+    kind = "gmf"
+
+    def __init__(self, n_users: int, n_items: int, factors: int = 8, sparse: bool = False):
+        super().__init__()
+        self.n_users, self.n_items, self.factors, self.sparse = n_users, n_items, factors, sparse
+        self.user = _embedding(n_users, factors, sparse)
+        self.item = _embedding(n_items, factors, sparse)
+        self.out = _output(factors)
+
+    def hyper(self) -> dict[str, Any]:
+        return {"n_users": self.n_users, "n_items": self.n_items, "factors": self.factors,
+                "sparse": self.sparse}
+
+    def features(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.user(users) * self.item(items)
+
+    @torch.no_grad()
+    def loss_grads(self, users, items, labels):  # type: ignore[no-untyped-def]
+        pu, qi = self.user.weight.index_select(0, users), self.item.weight.index_select(0, items)
+        feats = pu * qi
+        loss, dlogit = _logit_grad(torch.addmv(self.out.bias, feats, self.out.weight[0]), labels)
+        dfeats, grads = self._out_grads(feats, dlogit)
+        grads["user.weight"] = self._emb_grad(self.user, users, dfeats * qi)
+        grads["item.weight"] = self._emb_grad(self.item, items, dfeats * pu)
+        return loss, grads
+
+
+class MLP(NCFModule):
+    """Multi-Layer Perceptron over concatenated user and item embeddings.
+
+    Args:
+        n_users, n_items: sizes of the id spaces.
+        factors: size of the last hidden layer (the "predictive factors").
+        n_layers: hidden layers; the tower halves at each (``tower_sizes``).
+        sparse: sparse embedding gradients.
+    """
+
+    kind = "mlp"
+
+    def __init__(
+        self, n_users: int, n_items: int, factors: int = 8, n_layers: int = 3, sparse: bool = False
+    ):
+        super().__init__()
+        self.n_users, self.n_items, self.factors = n_users, n_items, factors
+        self.n_layers, self.sparse = n_layers, sparse
+        sizes = tower_sizes(factors, n_layers)
+        self.user = _embedding(n_users, sizes[0] // 2, sparse)
+        self.item = _embedding(n_items, sizes[0] // 2, sparse)
+        self.tower = _tower(sizes)
+        self.out = _output(sizes[-1])
+
+    def hyper(self) -> dict[str, Any]:
+        return {"n_users": self.n_users, "n_items": self.n_items, "factors": self.factors,
+                "n_layers": self.n_layers, "sparse": self.sparse}
+
+    def features(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.tower(torch.cat([self.user(users), self.item(items)], dim=-1))
+
+    @torch.no_grad()
+    def loss_grads(self, users, items, labels):  # type: ignore[no-untyped-def]
+        pu, qi = self.user.weight.index_select(0, users), self.item.weight.index_select(0, items)
+        linears = _linears(self.tower)
+        acts = _tower_forward(linears, torch.cat([pu, qi], dim=1))
+        loss, dlogit = _logit_grad(torch.addmv(self.out.bias, acts[-1], self.out.weight[0]), labels)
+        dfeats, grads = self._out_grads(acts[-1], dlogit)
+        dx, tower_grads = _tower_backward(linears, acts, dfeats, "tower")
+        grads.update(tower_grads)
+        half = pu.shape[1]
+        grads["user.weight"] = self._emb_grad(self.user, users, dx[:, :half])
+        grads["item.weight"] = self._emb_grad(self.item, items, dx[:, half:])
+        return loss, grads
+
+
+class NeuMF(NCFModule):
+    """Neural Matrix Factorization: GMF and MLP side by side, last layers concatenated.
+
+    Args:
+        n_users, n_items: sizes of the id spaces.
+        factors: GMF embedding size and MLP last hidden layer size.
+        n_layers: MLP hidden layers.
+        share_embeddings: one embedding per user/item for both parts (the paper keeps them
+            separate, the default); then the GMF part uses the first ``factors`` columns.
+        sparse: sparse embedding gradients.
+    """
+
+    kind = "neumf"
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        factors: int = 8,
+        n_layers: int = 3,
+        share_embeddings: bool = False,
+        sparse: bool = False,
+    ):
+        super().__init__()
+        self.n_users, self.n_items, self.factors, self.n_layers = n_users, n_items, factors, n_layers
+        self.share_embeddings, self.sparse = share_embeddings, sparse
+        self.gmf = GMF(n_users, n_items, factors, sparse)
+        self.mlp = MLP(n_users, n_items, factors, n_layers, sparse)
+        if share_embeddings:
+            if self.mlp.user.embedding_dim < factors:
+                raise NcfError("share_embeddings needs MLP embeddings at least `factors` wide")
+            del self.gmf.user, self.gmf.item
+        del self.gmf.out, self.mlp.out
+        self.out = _output(factors + tower_sizes(factors, n_layers)[-1])
+
+    def hyper(self) -> dict[str, Any]:
+        return {"n_users": self.n_users, "n_items": self.n_items, "factors": self.factors,
+                "n_layers": self.n_layers, "share_embeddings": self.share_embeddings,
+                "sparse": self.sparse}
+
+    def features(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        pu, qi = self.mlp.user(users), self.mlp.item(items)
+        if self.share_embeddings:
+            gmf = pu[:, : self.factors] * qi[:, : self.factors]
+        else:
+            gmf = self.gmf.features(users, items)
+        return torch.cat([gmf, self.mlp.tower(torch.cat([pu, qi], dim=-1))], dim=-1)
+
+    @torch.no_grad()
+    def loss_grads(self, users, items, labels):  # type: ignore[no-untyped-def]
+        f = self.factors
+        pu = self.mlp.user.weight.index_select(0, users)
+        qi = self.mlp.item.weight.index_select(0, items)
+        if self.share_embeddings:
+            gu, gi = pu[:, :f], qi[:, :f]
+        else:
+            gu = self.gmf.user.weight.index_select(0, users)
+            gi = self.gmf.item.weight.index_select(0, items)
+        linears = _linears(self.mlp.tower)
+        acts = _tower_forward(linears, torch.cat([pu, qi], dim=1))
+        feats = torch.cat([gu * gi, acts[-1]], dim=1)
+        loss, dlogit = _logit_grad(torch.addmv(self.out.bias, feats, self.out.weight[0]), labels)
+        dfeats, grads = self._out_grads(feats, dlogit)
+        dx, tower_grads = _tower_backward(linears, acts, dfeats[:, f:], "mlp.tower")
+        grads.update(tower_grads)
+        half = pu.shape[1]
+        du, di = dx[:, :half], dx[:, half:]
+        dg = dfeats[:, :f]
+        if self.share_embeddings:
+            du = du.clone()
+            di = di.clone()
+            du[:, :f] += dg * gi
+            di[:, :f] += dg * gu
+        else:
+            grads["gmf.user.weight"] = self._emb_grad(self.gmf.user, users, dg * gi)
+            grads["gmf.item.weight"] = self._emb_grad(self.gmf.item, items, dg * gu)
+        grads["mlp.user.weight"] = self._emb_grad(self.mlp.user, users, du)
+        grads["mlp.item.weight"] = self._emb_grad(self.mlp.item, items, di)
+        return loss, grads
+
+    @classmethod
+    def from_pretrained(cls, gmf: GMF, mlp: MLP, alpha: float = 0.5) -> NeuMF:
+        """NeuMF initialised from trained GMF and MLP (the paper's pre-training, eq. 12).
+
+        Embeddings and tower are copied; the output layer is fused by scaling GMF's weights
+        *and bias* by ``alpha`` and MLP's by ``1 - alpha``, so that for every input the logit
+        equals ``alpha * gmf_logit + (1 - alpha) * mlp_logit`` exactly.
+        """
+        if (gmf.n_users, gmf.n_items) != (mlp.n_users, mlp.n_items):
+            raise NcfError("GMF and MLP were trained on different id spaces")
+        if gmf.factors != mlp.factors:
+            raise NcfError(f"GMF factors {gmf.factors} != MLP factors {mlp.factors}")
+        if not 0.0 <= alpha <= 1.0:
+            raise NcfError(f"alpha must lie in [0, 1], got {alpha}")
+        model = cls(gmf.n_users, gmf.n_items, gmf.factors, mlp.n_layers, sparse=gmf.sparse)
+        with torch.no_grad():
+            model.gmf.user.weight.copy_(gmf.user.weight)
+            model.gmf.item.weight.copy_(gmf.item.weight)
+            model.mlp.user.weight.copy_(mlp.user.weight)
+            model.mlp.item.weight.copy_(mlp.item.weight)
+            model.mlp.tower.load_state_dict(mlp.tower.state_dict())
+            model.out.weight.copy_(
+                torch.cat([alpha * gmf.out.weight, (1 - alpha) * mlp.out.weight], dim=1)
+            )
+            model.out.bias.copy_(alpha * gmf.out.bias + (1 - alpha) * mlp.out.bias)
+        return model
+
+
+MODELS: dict[str, type[NCFModule]] = {"gmf": GMF, "mlp": MLP, "neumf": NeuMF}
+
+
+def build_model(kind: str, **hyper: Any) -> NCFModule:
+    """Rebuild a model from its ``kind`` and ``hyper()`` dictionary."""
+    if kind not in MODELS:
+        raise NcfError(f"unknown model {kind!r} (choose from {', '.join(MODELS)})")
+    return MODELS[kind](**hyper)

@@ -1,0 +1,112 @@
+"""NCF networks behind the shared :class:`~ncf.recommender.Recommender` contract.
+
+:class:`NCFRecommender` wraps a trained GMF, MLP or NeuMF with the id maps of its data, so that
+the CLI, the experiments and the baselines all score, recommend, save and load alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from ncf.errors import NcfError
+from ncf.interactions import Interactions
+from ncf.models import NCFModule, build_model
+from ncf.recommender import Recommender, register
+from ncf.training import EvalTarget, History, TrainConfig, model_scorer, train
+
+
+@register
+class NCFRecommender(Recommender):
+    """A GMF / MLP / NeuMF with its training configuration, as a :class:`Recommender`.
+
+    Args:
+        model: the network (trained or to be trained by :meth:`fit`).
+        config: training hyper-parameters used by :meth:`fit`.
+        validation: held-out items for model selection during :meth:`fit`.
+    """
+
+    name = "ncf"
+
+    def __init__(
+        self,
+        model: NCFModule,
+        config: TrainConfig | None = None,
+        validation: EvalTarget | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.config = config or TrainConfig()
+        self.validation = validation
+        self.history: History | None = None
+        self.user_raw: np.ndarray | None = None
+        self.item_raw: np.ndarray | None = None
+
+    def _fit(self, train_data: Interactions) -> None:
+        self.history = train(self.model, train_data, self.validation, self.config)
+        self.user_raw, self.item_raw = train_data.user_raw, train_data.item_raw
+
+    @classmethod
+    def from_trained(
+        cls, model: NCFModule, seen: Interactions, config: TrainConfig | None = None
+    ) -> NCFRecommender:
+        """Wrap an already trained model; ``seen`` gives the id maps and the items to filter."""
+        rec = cls(model, config)
+        rec.n_users, rec.n_items = model.n_users, model.n_items
+        rec._seen = seen.tocsr()
+        rec.user_raw, rec.item_raw = seen.user_raw, seen.item_raw
+        return rec
+
+    def score(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+        users = np.asarray(user_ids, dtype=np.int64)
+        if users.size and (users.min() < 0 or users.max() >= self.n_users):
+            raise NcfError(f"unknown user index (valid: 0..{self.n_users - 1})")
+        return model_scorer(self.model)(users, np.asarray(item_ids))
+
+    def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays = {f"w.{k}": v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+        if self.user_raw is not None and self.item_raw is not None:
+            arrays["user_raw"], arrays["item_raw"] = self.user_raw, self.item_raw
+        return arrays, {"kind": self.model.kind, "hyper": self.model.hyper()}
+
+    def _load_state(self, arrays: dict[str, np.ndarray], params: dict[str, Any]) -> None:
+        self.model = build_model(params["kind"], **params["hyper"])
+        state = {k[2:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("w.")}
+        self.model.load_state_dict(state)
+        self.model.eval()
+        self.config = TrainConfig()
+        self.validation, self.history = None, None
+        self.user_raw = arrays.get("user_raw")
+        self.item_raw = arrays.get("item_raw")
+
+    # raw ids ---------------------------------------------------------------------
+    def user_of(self, raw: Any) -> int:
+        """Dense index of a raw user id; ``NcfError`` naming it when unknown."""
+        return _dense(self.user_raw, raw, "user")
+
+    def item_of(self, raw: Any) -> int:
+        """Dense index of a raw item id; ``NcfError`` naming it when unknown."""
+        return _dense(self.item_raw, raw, "item")
+
+    def seen_items(self, user: int) -> np.ndarray:
+        """Dense items the user interacted with (those ``recommend`` filters)."""
+        if self._seen is None:
+            return np.empty(0, dtype=np.int64)
+        m: sp.csr_matrix = self._seen
+        return m.indices[m.indptr[user] : m.indptr[user + 1]].astype(np.int64)
+
+
+def _dense(raw_ids: np.ndarray | None, raw: Any, what: str) -> int:
+    if raw_ids is None:
+        raise NcfError(f"this model carries no {what} id map")
+    try:
+        value = np.asarray(raw).astype(raw_ids.dtype)
+    except (TypeError, ValueError):
+        raise NcfError(f"unknown {what} {raw!r}") from None
+    pos = int(np.searchsorted(raw_ids, value))
+    if pos >= len(raw_ids) or raw_ids[pos] != value:
+        raise NcfError(f"unknown {what} {raw!r}: not in the training data")
+    return pos

@@ -1,0 +1,133 @@
+"""The run directory: everything one training run leaves behind, written atomically.
+
+Layout::
+
+    RUN/config.json            resolved configuration (and data provenance)
+    RUN/history/<model>.csv    per-epoch loss, validation HR/NDCG, learning rate, seconds
+    RUN/metrics.json           test metrics of every model (sampled and full ranking)
+    RUN/models/<model>.npz     weights + JSON metadata + id maps, no pickle
+    RUN/catalog.npz            item titles, when the data had them
+    RUN/plots/<model>.png, RUN/plots/comparison.png
+
+Each file is written to a temporary name and renamed into place, so a killed run leaves
+complete files or none, never half-written weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, is_dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ncf.errors import NcfError
+
+
+def new_run_dir(out: str | Path | None, base: str | Path = "runs") -> Path:
+    """Create (or reuse, when empty) the run directory; a fresh timestamped one by default."""
+    if out is None:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        out = Path(base) / f"run-{stamp}"
+    path = Path(out)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise NcfError(f"{path}: the run directory exists and is not empty; choose another --out")
+    try:
+        for sub in ("history", "models", "plots"):
+            (path / sub).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NcfError(f"{path}: cannot create the run directory ({exc.strerror})") from None
+    return path
+
+
+def atomic_write(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary sibling and ``os.replace``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _jsonable(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return _jsonable(asdict(obj))
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Atomic, indented JSON (dataclasses and numpy scalars converted)."""
+    return atomic_write(path, (json.dumps(_jsonable(obj), indent=2) + "\n").encode())
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file, with a one-line error naming it when missing or broken."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise NcfError(f"{path}: missing (is this a run directory of `ncf train`?)") from None
+    except json.JSONDecodeError as exc:
+        raise NcfError(f"{path}, line {exc.lineno}: invalid JSON ({exc.msg})") from None
+
+
+def write_history(path: str | Path, records: Sequence[Mapping[str, Any]]) -> Path:
+    """Per-epoch records as CSV."""
+    buf = io.StringIO()
+    if records:
+        writer = csv.DictWriter(buf, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+    return atomic_write(path, buf.getvalue().encode())
+
+
+def read_history(path: str | Path) -> list[dict[str, Any]]:
+    """Records written by :func:`write_history`, numbers parsed back."""
+    rows = list(csv.DictReader(io.StringIO(Path(path).read_text())))
+    out = []
+    for row in rows:
+        rec: dict[str, Any] = {}
+        for k, v in row.items():
+            rec[k] = None if v in ("", "None") else (int(v) if k == "epoch" else float(v))
+        out.append(rec)
+    return out
+
+
+def save_catalog(path: str | Path, item_raw: np.ndarray, titles: np.ndarray,
+                 years: np.ndarray) -> Path:
+    """Titles of the items (unicode arrays, loadable without pickle)."""
+    buf = io.BytesIO()
+    np.savez(buf, item_raw=np.asarray(item_raw), titles=np.asarray(titles, dtype=str),
+             years=np.asarray(years))
+    return atomic_write(path, buf.getvalue())
+
+
+def load_catalog(path: str | Path) -> dict[str, np.ndarray] | None:
+    """The catalog of a run, or ``None`` when the data had no titles."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}

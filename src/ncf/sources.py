@@ -1,0 +1,96 @@
+"""Where training data comes from: a path, a public data set, or the synthetic default.
+
+:func:`resolve_training_data` turns any of them into a :class:`TrainingData` — a split with
+validation items and candidates, the item titles, and the provenance recorded in the run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ncf.errors import NcfError
+from ncf.split import Split
+
+
+@dataclass(frozen=True, eq=False)
+class TrainingData:
+    """A ready-to-train split, its titles, and where it came from."""
+
+    split: Split
+    catalog: Any
+    description: str
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def cache_dir() -> Path:
+    """``$NCF_CACHE``, else ``~/.cache/ncf``."""
+    return Path(os.environ.get("NCF_CACHE") or Path.home() / ".cache" / "ncf")
+
+
+def synthetic_source(n_ratings: int, seed: int, say: Callable[..., None]) -> Path:
+    """The cached synthetic Netflix-format set of that size and seed, written once."""
+    from ncf.synth import write_synth_netflix
+
+    target = cache_dir() / f"synth-netflix-{n_ratings}-seed{seed}"
+    if (target / "movie_titles.csv").exists():
+        return target
+    say(f"writing a synthetic Netflix-format set of {n_ratings:,} ratings to {target}")
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    write_synth_netflix(tmp, n_ratings, seed=seed)
+    os.replace(tmp, target)
+    return target
+
+
+def resolve_training_data(
+    data: str | None = None,
+    dataset: str | None = None,
+    fmt: str | None = None,
+    ratings: str | int | None = None,
+    synth_ratings: str | int = "1M",
+    seed: int = 0,
+    say: Callable[..., None] = lambda *a: None,
+) -> TrainingData:
+    """A split ready for training from a path, a named public data set, or synthetic data.
+
+    Args:
+        data: ratings file or folder (format detected), or a folder of ``ncf data prepare``.
+        dataset: a public data set name, downloaded and verified (``ncf.download``).
+        fmt: the input format, when detection should be overridden.
+        ratings: subsample to this many ratings (e.g. ``"1M"``).
+        synth_ratings: size of the synthetic default (when neither ``data`` nor ``dataset``).
+        seed: seeds subsampling, tie-breaking and candidate sampling.
+    """
+    from ncf.prepare import parse_count
+    from ncf.storage import is_prepared, load_prepared, prepare_split
+
+    synthetic = data is None and dataset is None
+    if dataset is not None:
+        from ncf.download import fetch
+
+        data = str(fetch(dataset))
+    elif synthetic:
+        data = str(synthetic_source(parse_count(synth_ratings), seed, say))
+    assert data is not None
+    path = Path(data)
+    if not path.exists():
+        raise NcfError(f"{path}: no such file or folder")
+    if is_prepared(path):
+        prepared = load_prepared(path)
+        split, catalog, meta = prepared.split, prepared.catalog, dict(prepared.meta)
+        desc = f"prepared split {path}"
+    else:
+        split, catalog, meta = prepare_split(path, fmt=fmt, ratings=ratings, seed=seed)
+        desc = f"{meta.get('format', fmt or 'detected')} data {path}"
+    if split.validation is None or split.validation_negatives is None:
+        raise NcfError(f"{path}: the split has no validation items (needed to select epochs)")
+    provenance = {"path": str(path.resolve()), "format": meta.get("format", fmt),
+                  "ratings": ratings, "seed": seed, "synthetic": synthetic,
+                  "dataset": dataset, "prepare": meta}
+    return TrainingData(split, catalog, desc, provenance)

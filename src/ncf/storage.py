@@ -1,0 +1,439 @@
+"""The prepared form of a data set: a folder of Parquet / ``.npy`` files plus ``meta.json``.
+
+Layout (no pickle anywhere; ``np.load(..., allow_pickle=False)`` refuses object arrays, so
+a prepared folder can never run code when it is loaded)::
+
+    train.parquet, test.parquet[, validation.parquet]   user, item[, rating][, timestamp]
+    test_negatives.npy[, validation_negatives.npy]      int32 (rows, n) candidates
+    users.npy, items.npy                                 raw id of every dense index
+    catalog.parquet                                      item, title, year (optional)
+    meta.json                                            version, counts, options, sources,
+                                                         fingerprint (sha256 of the arrays)
+
+Writing is atomic: everything goes to a hidden sibling folder, is fsync'ed, then renamed
+into place, so a failure leaves either no folder or the previous prepared folder intact.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ncf.errors import DataError, NcfError
+from ncf.interactions import Interactions
+from ncf.split import Split
+
+FORMAT = "ncf-prepared"
+FORMAT_VERSION = 1
+META = "meta.json"
+_PARTS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """A loaded prepared folder.
+
+    Args:
+        split: the split, with its candidates (negatives) when they were saved.
+        catalog: the items' titles and years, or ``None``.
+        meta: the contents of ``meta.json``.
+        path: the folder it was read from.
+    """
+
+    split: Split
+    catalog: Any | None
+    meta: dict[str, Any]
+    path: Path
+
+
+def is_prepared(path: str | Path) -> bool:
+    """Whether ``path`` is a folder holding a ``meta.json`` (a prepared folder)."""
+    return (Path(path) / META).is_file()
+
+
+def check_output_dir(out_dir: str | Path) -> Path:
+    """Check, cheaply and before any heavy work, that ``out_dir`` can be (re)written.
+
+    Accepted: a missing folder whose nearest existing parent is a writable folder, an
+    empty folder, or a previous prepared folder (replaced on success).
+
+    Args:
+        out_dir: the output folder.
+
+    Returns:
+        ``out_dir`` as an absolute ``Path``.
+
+    Raises:
+        NcfError: with a one-line reason otherwise.
+    """
+    out = Path(out_dir).absolute()
+    if out.exists() and not out.is_dir():
+        raise NcfError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not is_prepared(out):
+        raise NcfError(f"{out}: folder is not empty and is not a prepared folder; not replacing it")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise NcfError(f"{out}: {parent} is not a folder")
+    try:  # the only reliable writability test (permissions, read-only mounts, root)
+        Path(tempfile.mkdtemp(prefix=".ncf-probe-", dir=parent)).rmdir()
+    except OSError as exc:
+        raise NcfError(f"{out}: cannot write in {parent}: {exc.strerror or exc}") from None
+    return out
+
+
+# ---------------------------------------------------------------------------- saving
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray) and value.size <= 1000:
+        return value.tolist()
+    return str(value)
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def _table(x: Interactions) -> pa.Table:
+    cols: dict[str, np.ndarray] = {
+        "user": x.user_ids.astype(np.int32, copy=False),
+        "item": x.item_ids.astype(np.int32, copy=False),
+    }
+    if x.ratings is not None:
+        cols["rating"] = x.ratings.astype(np.float32, copy=False)
+    if x.timestamps is not None:
+        cols["timestamp"] = x.timestamps.astype(np.int64, copy=False)
+    return pa.table(cols)
+
+
+def _ids_array(raw: np.ndarray) -> np.ndarray:
+    raw = np.asarray(raw)
+    return raw.astype(str) if raw.dtype == object else raw
+
+
+def _arrays(split: Split) -> list[tuple[str, np.ndarray]]:
+    """Every array of the split in a fixed order: what the fingerprint covers."""
+    out: list[tuple[str, np.ndarray]] = []
+    for part in _PARTS:
+        x = getattr(split, part)
+        if x is None:
+            continue
+        for col, arr in (("user", x.user_ids), ("item", x.item_ids), ("rating", x.ratings),
+                         ("timestamp", x.timestamps)):
+            if arr is not None:
+                dtype = {"user": np.int32, "item": np.int32, "rating": np.float32}.get(
+                    col, np.int64)
+                out.append((f"{part}.{col}", np.asarray(arr).astype(dtype, copy=False)))
+    for part in ("test", "validation"):
+        neg = getattr(split, f"{part}_negatives")
+        if neg is not None:
+            out.append((f"{part}_negatives", np.asarray(neg).astype(np.int32, copy=False)))
+    out.append(("users", _ids_array(split.train.user_raw)))
+    out.append(("items", _ids_array(split.train.item_raw)))
+    return out
+
+
+def fingerprint(arrays: list[tuple[str, np.ndarray]]) -> str:
+    """``sha256:<hex>`` over names, dtypes, shapes and bytes of ``arrays`` (in order)."""
+    h = hashlib.sha256()
+    for name, arr in arrays:
+        arr = np.ascontiguousarray(arr)
+        h.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
+        h.update(memoryview(arr).cast("B"))
+    return "sha256:" + h.hexdigest()
+
+
+def _check_split(split: Split) -> None:
+    """Every part must share the train id spaces; candidates must match their part."""
+    tr = split.train
+    for part in ("validation", "test"):
+        x = getattr(split, part)
+        if x is None:
+            continue
+        same = (x.n_users, x.n_items) == (tr.n_users, tr.n_items) and (
+            x.user_raw is tr.user_raw or np.array_equal(x.user_raw, tr.user_raw)
+        ) and (x.item_raw is tr.item_raw or np.array_equal(x.item_raw, tr.item_raw))
+        if not same:
+            raise NcfError(f"split.{part} does not share the users and items of split.train")
+        neg = getattr(split, f"{part}_negatives")
+        if neg is not None and (np.ndim(neg) != 2 or len(neg) != len(x)):
+            raise NcfError(f"split.{part}_negatives must have shape ({len(x)}, n)")
+    for part in ("validation", "test"):
+        if getattr(split, part) is None and getattr(split, f"{part}_negatives") is not None:
+            raise NcfError(f"split.{part}_negatives given without split.{part}")
+
+
+def _source_info(sources: list[str | Path]) -> list[dict[str, Any]]:
+    info = []
+    for s in sources:
+        entry: dict[str, Any] = {"path": str(Path(s).absolute())}
+        try:
+            st = Path(s).stat()
+            entry.update(size=st.st_size, mtime=st.st_mtime)
+        except OSError:
+            pass
+        info.append(entry)
+    return info
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(folder: Path, split: Split, catalog: Any | None, meta: dict[str, Any]) -> None:
+    """Write every file of a prepared folder into ``folder`` (which exists and is empty)."""
+    files = []
+    for part in _PARTS:
+        x = getattr(split, part)
+        if x is not None:
+            pq.write_table(_table(x), folder / f"{part}.parquet")
+            files.append(f"{part}.parquet")
+    for name, arr in _arrays(split):
+        if name.endswith("_negatives") or name in ("users", "items"):
+            np.save(folder / f"{name}.npy", arr, allow_pickle=False)
+            files.append(f"{name}.npy")
+    if catalog is not None:
+        years = np.asarray(catalog.years)
+        year_col = pa.array(years, mask=~np.isfinite(years) | (years <= 0)
+                            if years.dtype.kind == "f" else years <= 0)
+        table = pa.table({
+            "item": pa.array(_ids_array(catalog.item_raw)),
+            "title": pa.array([str(t) for t in catalog.titles], pa.string()),
+            "year": year_col.cast(pa.int32()),
+        })
+        pq.write_table(table, folder / "catalog.parquet")
+        files.append("catalog.parquet")
+    meta = {**meta, "files": files}
+    (folder / META).write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
+    for name in [*files, META]:
+        _fsync(folder / name)
+    _fsync(folder)
+
+
+def save_prepared(
+    out_dir: str | Path,
+    split: Split,
+    catalog: Any | None = None,
+    options: dict[str, Any] | None = None,
+    sources: list[str | Path] | None = None,
+) -> Path:
+    """Save ``split`` (and ``catalog``) as a prepared folder, atomically.
+
+    Args:
+        out_dir: the folder to create, or a previous prepared folder to replace.
+        split: the split to save; its parts must share ``train``'s id maps.
+        catalog: the items' ``item_raw`` / ``titles`` / ``years`` (``years <= 0`` is unknown).
+        options: how the data were prepared (recorded in ``meta.json``).
+        sources: the raw files read (path, size and mtime recorded); defaults to
+            ``split.train.meta["sources"]``.
+
+    Returns:
+        The absolute path of the prepared folder.
+
+    Raises:
+        NcfError: unwritable or invalid ``out_dir``, inconsistent split, a failed write
+            (then nothing is left behind and any previous folder is intact).
+    """
+    out = check_output_dir(out_dir)
+    _check_split(split)
+    tr = split.train
+    if sources is None:
+        sources = list(tr.meta.get("sources", []))
+    arrays = _arrays(split)
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "counts": {
+            "users": tr.n_users,
+            "items": tr.n_items,
+            **{p: (None if getattr(split, p) is None else len(getattr(split, p)))
+               for p in _PARTS},
+            "negatives": None if split.test_negatives is None
+            else int(np.shape(split.test_negatives)[1]),
+        },
+        "columns": {"rating": tr.ratings is not None, "timestamp": tr.timestamps is not None},
+        "options": _jsonable(dict(options or {})),
+        "split": _jsonable(dict(split.meta)),
+        "data": _jsonable({k: v for k, v in tr.meta.items() if k != "sources"}),
+        "sources": _source_info(list(sources)),
+        "fingerprint": fingerprint(arrays),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        _write_all(tmp, split, catalog, meta)
+        _swap_in(tmp, out)
+    except OSError as exc:
+        raise NcfError(f"{out}: could not write the prepared data: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful swap
+    return out
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Rename ``tmp`` to ``out``; a previous ``out`` is moved aside first, restored on failure."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old)  # ``old`` is an empty folder: replace is allowed
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    _fsync(out.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- loading
+def _read_meta(folder: Path) -> dict[str, Any]:
+    if not folder.is_dir():
+        raise DataError("not a folder", path=folder)
+    path = folder / META
+    if not path.is_file():
+        raise DataError("not a prepared folder (no meta.json)", path=folder)
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"unreadable: {exc}", path=path) from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise DataError(f"not an {FORMAT} meta file", path=path)
+    version = meta.get("version")
+    if version != FORMAT_VERSION:
+        raise DataError(
+            f"format version {version!r}, this version of ncf reads version {FORMAT_VERSION}",
+            path=path,
+        )
+    for key in ("counts", "files", "fingerprint"):
+        if key not in meta:
+            raise DataError(f"missing key {key!r}", path=path)
+    for name in meta["files"]:
+        if not (folder / name).is_file():
+            raise DataError("missing file of the prepared folder", path=folder / name)
+    return meta
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"unreadable .npy file: {exc}", path=path) from None
+
+
+def _load_table(path: Path) -> pa.Table:
+    try:
+        return pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"unreadable Parquet file: {exc}", path=path) from None
+
+
+def _interactions(path: Path, user_raw: np.ndarray, item_raw: np.ndarray,
+                  meta: dict[str, Any]) -> Interactions:
+    table = _load_table(path)
+    names = set(table.column_names)
+    if not {"user", "item"} <= names:
+        raise DataError("expected columns user and item", path=path)
+
+    def col(name: str, dtype: Any) -> np.ndarray | None:
+        if name not in names:
+            return None
+        column = table.column(name)
+        if column.null_count:
+            raise DataError(f"column {name} has missing values", path=path)
+        return column.to_numpy().astype(dtype, copy=False)
+
+    try:
+        return Interactions(
+            user_ids=col("user", np.int32), item_ids=col("item", np.int32),  # type: ignore
+            ratings=col("rating", np.float32), timestamps=col("timestamp", np.int64),
+            n_users=len(user_raw), n_items=len(item_raw), user_raw=user_raw,
+            item_raw=item_raw, meta=meta,
+        )
+    except NcfError as exc:
+        raise DataError(str(exc), path=path) from None
+
+
+def _catalog(path: Path) -> Any:
+    from ncf.datasets import Catalog
+
+    table = _load_table(path)
+    years = table.column("year").fill_null(0).to_numpy().astype(np.int32)
+    return Catalog(
+        item_raw=table.column("item").to_numpy(),
+        titles=table.column("title").to_pylist(),
+        years=years,
+    )
+
+
+def load_prepared(path: str | Path, verify: bool = True) -> Prepared:
+    """Load a prepared folder written by :func:`save_prepared`.
+
+    Args:
+        path: the folder.
+        verify: recompute the sha256 fingerprint and compare it with ``meta.json``.
+
+    Returns:
+        A :class:`Prepared` (split with its candidates, catalog or ``None``, meta).
+
+    Raises:
+        DataError: not a prepared folder, another format version, a missing or corrupt
+            file, or contents that do not match ``meta.json``.
+    """
+    folder = Path(path)
+    meta = _read_meta(folder)
+    files = set(meta["files"])
+    user_raw = _load_npy(folder / "users.npy")
+    item_raw = _load_npy(folder / "items.npy")
+    data_meta = {**meta.get("data", {}), "sources": [s["path"] for s in meta.get("sources", [])]}
+    parts = {
+        p: _interactions(folder / f"{p}.parquet", user_raw, item_raw, data_meta)
+        if f"{p}.parquet" in files else None
+        for p in _PARTS
+    }
+    if parts["train"] is None or parts["test"] is None:
+        raise DataError("meta.json lists no train.parquet or test.parquet", path=folder / META)
+    negatives = {
+        p: _load_npy(folder / f"{p}_negatives.npy") if f"{p}_negatives.npy" in files else None
+        for p in ("test", "validation")
+    }
+    try:
+        split = Split(
+            train=parts["train"], test=parts["test"], validation=parts["validation"],
+            test_negatives=negatives["test"], validation_negatives=negatives["validation"],
+            meta=dict(meta.get("split", {})),
+        )
+        _check_split(split)
+    except NcfError as exc:
+        raise DataError(str(exc), path=folder) from None
+    counts = meta["counts"]
+    found = {"users": len(user_raw), "items": len(item_raw),
+             **{p: None if parts[p] is None else len(parts[p]) for p in _PARTS}}  # type: ignore
+    for key, value in found.items():
+        if counts.get(key) != value:
+            raise DataError(f"{key}: meta.json says {counts.get(key)}, files hold {value}",
+                            path=folder)
+    if verify and fingerprint(_arrays(split)) != meta["fingerprint"]:
+        raise DataError("fingerprint mismatch: the files were changed after they were written",
+                        path=folder)
+    catalog = _catalog(folder / "catalog.parquet") if "catalog.parquet" in files else None
+    return Prepared(split=split, catalog=catalog, meta=meta, path=folder.absolute())

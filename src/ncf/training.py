@@ -1,0 +1,280 @@
+"""One trainer for every NCF model: log loss, fresh negatives each epoch, model selection
+on the validation item only.
+
+An epoch is built as whole tensors (positives, ``n_negatives`` sampled negatives per
+positive, one permutation) and cut into batches by slicing: no ``DataLoader``, no per-sample
+Python. Gradients come from the model's hand-written ``loss_grads`` (the same numbers as
+autograd, about three times faster on small batches) or from autograd (``autograd=True``), and
+the row-wise optimizers of :mod:`ncf.optim` touch only the embedding rows a batch used.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ncf.errors import NcfError
+from ncf.evaluation import evaluate_sampled
+from ncf.interactions import Interactions
+from ncf.models import NCFModule
+from ncf.optim import OPTIMIZERS, grads_from_autograd
+from ncf.sampling import KeySet, sample_negatives
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training stage.
+
+    Args:
+        epochs: maximum number of epochs.
+        batch_size: samples (positives and negatives) per step; the paper uses 256.
+        optimizer: ``"adam"`` or ``"sgd"``.
+        lr: learning rate.
+        momentum: SGD momentum.
+        weight_decay: L2 penalty (coupled, as ``torch.optim``).
+        n_negatives: sampled negatives per positive, drawn afresh each epoch.
+        plateau_factor: ReduceLROnPlateau factor on validation HR@10 (``None``: no scheduler).
+        plateau_patience: epochs without improvement before the learning rate is cut.
+        early_stopping: stop after this many epochs without a better validation HR@10.
+        k: cut-off of the validation metrics.
+        seed: seeds negatives, shuffling and nothing else (initialisation is the caller's).
+        autograd: use autograd instead of the hand-written gradients.
+        device: torch device of the epoch tensors and the model.
+    """
+
+    epochs: int = 20
+    batch_size: int = 256
+    optimizer: str = "adam"
+    lr: float = 0.001
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    n_negatives: int = 4
+    plateau_factor: float | None = None
+    plateau_patience: int = 5
+    early_stopping: int | None = None
+    k: int = 10
+    seed: int = 0
+    autograd: bool = False
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise NcfError(f"unknown optimizer {self.optimizer!r} (choose adam or sgd)")
+        if self.epochs < 1 or self.batch_size < 1 or self.n_negatives < 1:
+            raise NcfError("epochs, batch_size and n_negatives must be positive")
+
+
+@dataclass(frozen=True, eq=False)
+class EvalTarget:
+    """Held-out items ranked after every epoch (the paper's sampled protocol).
+
+    Args:
+        users: int64 ``(n,)``; items: int64 ``(n,)``, the held-out positives;
+        negatives: int ``(n, c)`` candidates.
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    negatives: np.ndarray
+
+
+@dataclass
+class EpochRecord:
+    """What one epoch did."""
+
+    epoch: int
+    loss: float
+    hr: float | None
+    ndcg: float | None
+    lr: float
+    seconds: float
+    eval_seconds: float
+
+
+@dataclass
+class History:
+    """Per-epoch records and the epoch whose weights were kept."""
+
+    records: list[EpochRecord] = field(default_factory=list)
+    best_epoch: int | None = None
+    stopped_early: bool = False
+
+    def as_dicts(self) -> list[dict[str, Any]]:
+        return [asdict(r) for r in self.records]
+
+    @property
+    def best(self) -> EpochRecord | None:
+        return None if self.best_epoch is None else self.records[self.best_epoch - 1]
+
+
+def model_scorer(
+    model: NCFModule, batch_pairs: int = 1 << 20, device: str = "cpu"
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The evaluation scoring function of a model: ``(users (B,), items (B, C)) -> (B, C)``."""
+
+    @torch.no_grad()
+    def score(users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        items = np.asarray(items)
+        b, c = items.shape
+        u = torch.from_numpy(np.repeat(np.asarray(users, dtype=np.int64), c))
+        i = torch.from_numpy(np.ascontiguousarray(items, dtype=np.int64).reshape(-1))
+        was_training = model.training
+        model.eval()
+        out = torch.empty(b * c)
+        for s in range(0, b * c, batch_pairs):
+            out[s : s + batch_pairs] = model(
+                u[s : s + batch_pairs].to(device), i[s : s + batch_pairs].to(device)
+            ).float().cpu()
+        model.train(was_training)
+        return out.view(b, c).numpy()
+
+    return score
+
+
+def build_epoch(
+    users: np.ndarray,
+    items: np.ndarray,
+    keys: KeySet,
+    n_items: int,
+    n_negatives: int,
+    rng: np.random.Generator,
+    generator: torch.Generator,
+    device: str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One shuffled epoch: every positive once and ``n_negatives`` fresh negatives for each.
+
+    Returns:
+        ``(users, items, labels)`` tensors of length ``len(users) * (1 + n_negatives)``.
+    """
+    negs = sample_negatives(users, keys, n_items, n_negatives, rng)
+    n = len(users)
+    all_users = np.empty(n * (1 + n_negatives), dtype=np.int64)
+    all_items = np.empty_like(all_users)
+    all_users[:n], all_items[:n] = users, items
+    all_users[n:] = np.repeat(users, n_negatives)
+    all_items[n:] = negs
+    labels = torch.zeros(len(all_users), dtype=torch.float32)
+    labels[:n] = 1.0
+    perm = torch.randperm(len(all_users), generator=generator)
+    t_users = torch.from_numpy(all_users)[perm]
+    t_items = torch.from_numpy(all_items)[perm]
+    return t_users.to(device), t_items.to(device), labels[perm].to(device)
+
+
+def make_optimizer(model: NCFModule, config: TrainConfig) -> torch.optim.Optimizer:
+    """The stage's optimizer over the model's named parameters."""
+    named = list(model.named_parameters())
+    if config.optimizer == "adam":
+        return OPTIMIZERS["adam"](named, lr=config.lr, weight_decay=config.weight_decay)
+    return OPTIMIZERS["sgd"](
+        named, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+
+
+def train(
+    model: NCFModule,
+    train_data: Interactions,
+    validation: EvalTarget | None,
+    config: TrainConfig,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> History:
+    """Train ``model`` in place and leave it with the weights of its best validation epoch.
+
+    Args:
+        model: a GMF, MLP or NeuMF (anything with ``forward`` and ``loss_grads``).
+        train_data: the training positives.
+        validation: held-out items for model selection (never the test items), or ``None``
+            (then the last epoch is kept).
+        config: the stage's hyper-parameters.
+        on_epoch: called with each epoch's record (printing, logging).
+        progress: called as ``progress(done_batches, total_batches)`` within an epoch.
+
+    Raises:
+        NcfError: the loss became NaN or infinite (with the epoch and batch), or no data.
+    """
+    if len(train_data) == 0:
+        raise NcfError("the training split is empty")
+    if train_data.n_users > model.n_users or train_data.n_items > model.n_items:
+        raise NcfError("the model's id space is smaller than the training data's")
+    device = config.device
+    model.to(device)
+    model.train()
+    rng = np.random.default_rng(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    keys = KeySet(train_data.keys(), train_data.n_items)
+    users = train_data.user_ids.astype(np.int64)
+    items = train_data.item_ids.astype(np.int64)
+    optimizer = make_optimizer(model, config)
+    scheduler = None
+    if config.plateau_factor is not None and validation is not None:
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=config.plateau_factor, patience=config.plateau_patience
+        )
+    history = History()
+    best_key: tuple[float, float] | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    since_best = 0
+    bs = config.batch_size
+    for epoch in range(1, config.epochs + 1):
+        t0 = time.perf_counter()
+        eu, ei, ey = build_epoch(users, items, keys, train_data.n_items, config.n_negatives,
+                                 rng, gen, device)
+        n_batches = math.ceil(len(eu) / bs)
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        for b in range(n_batches):
+            ub, ib, yb = eu[b * bs : (b + 1) * bs], ei[b * bs : (b + 1) * bs], ey[b * bs : (b + 1) * bs]
+            if config.autograd:
+                optimizer.zero_grad(set_to_none=True)
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(model(ub, ib), yb)
+                loss.backward()
+                grads = grads_from_autograd(model.named_parameters())
+                loss = loss.detach()
+            else:
+                loss, grads = model.loss_grads(ub, ib, yb)
+            optimizer.step_with(grads)  # type: ignore[attr-defined]
+            total += loss * len(ub)
+            if progress is not None and (b % 64 == 0 or b == n_batches - 1):
+                progress(b + 1, n_batches)
+        mean_loss = float(total) / len(eu)
+        if not math.isfinite(mean_loss):
+            raise NcfError(
+                f"training diverged: the loss is {mean_loss} in epoch {epoch} "
+                f"(lr {optimizer.param_groups[0]['lr']:g}); lower the learning rate"
+            )
+        train_seconds = time.perf_counter() - t0
+        hr = ndcg = None
+        t1 = time.perf_counter()
+        if validation is not None:
+            m = evaluate_sampled(model_scorer(model, device=device), validation.users,
+                                 validation.items, validation.negatives, k=config.k)
+            hr, ndcg = float(m.hr), float(m.ndcg)
+        eval_seconds = time.perf_counter() - t1
+        record = EpochRecord(epoch, mean_loss, hr, ndcg, optimizer.param_groups[0]["lr"],
+                             train_seconds, eval_seconds)
+        history.records.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+        key = (hr if hr is not None else float(epoch), ndcg or 0.0)
+        if best_key is None or key > best_key:
+            best_key, since_best = key, 0
+            history.best_epoch = epoch
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            since_best += 1
+        if scheduler is not None:
+            scheduler.step(hr)
+        if config.early_stopping is not None and since_best >= config.early_stopping:
+            history.stopped_early = True
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return history
