@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ncf.errors import NcfError
-from ncf.sampling import KeySet, sample_candidates, sample_negatives
+from ncf.sampling import KeySet, dense_rank, sample_candidates, sample_negatives, sorted_unique
 
 
 @st.composite
@@ -58,7 +58,8 @@ def test_negatives_uniform_over_allowed_items():
 def test_nearly_full_user_uses_exact_draws():
     n_items = 2000
     keys = np.delete(np.arange(n_items, dtype=np.int64), [7, 1500])  # user 0 lacks 2 items
-    neg = sample_negatives(np.zeros(500, dtype=np.int64), keys, n_items, 2, np.random.default_rng(0))
+    users = np.zeros(500, dtype=np.int64)
+    neg = sample_negatives(users, keys, n_items, 2, np.random.default_rng(0))
     assert set(neg.tolist()) == {7, 1500}
 
 
@@ -119,3 +120,10 @@ def test_candidates_uniform_and_seeded():
 def test_candidates_too_few_items_raise():
     with pytest.raises(NcfError, match="user 0 has 2 items left"):
         sample_candidates(np.array([0]), np.array([0, 1, 2], dtype=np.int64), 5, n=3)
+
+
+def test_sorted_unique_and_dense_rank_match_numpy():
+    v = np.array([7, -2, 7, 3, 3, 3, 10**12])
+    np.testing.assert_array_equal(sorted_unique(v), np.unique(v))
+    np.testing.assert_array_equal(dense_rank(v), np.unique(v, return_inverse=True)[1])
+    assert sorted_unique(np.zeros(0, np.int64)).size == 0 and dense_rank(np.zeros(0)).size == 0

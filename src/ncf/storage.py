@@ -10,6 +10,9 @@ a prepared folder can never run code when it is loaded)::
     meta.json                                            version, counts, options, sources,
                                                          fingerprint (sha256 of the arrays)
 
+:func:`prepare_split` makes the split from raw files (read, filter, split, candidates);
+:func:`load_split` also accepts a prepared folder.
+
 Writing is atomic: everything goes to a hidden sibling folder, is fsync'ed, then renamed
 into place, so a failure leaves either no folder or the previous prepared folder intact.
 """
@@ -18,10 +21,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import inspect
 import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +35,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ncf.datasets import Catalog, load
 from ncf.errors import DataError, NcfError
 from ncf.interactions import Interactions
-from ncf.split import Split
+from ncf.prepare import compact, deduplicate, kcore, parse_count, subsample, to_implicit
+from ncf.split import Split, holdout_validation, leave_one_out, with_negatives
 
 FORMAT = "ncf-prepared"
 FORMAT_VERSION = 1
@@ -52,7 +59,7 @@ class Prepared:
     """
 
     split: Split
-    catalog: Any | None
+    catalog: Catalog | None
     meta: dict[str, Any]
     path: Path
 
@@ -197,7 +204,7 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _write_all(folder: Path, split: Split, catalog: Any | None, meta: dict[str, Any]) -> None:
+def _write_all(folder: Path, split: Split, catalog: Catalog | None, meta: dict[str, Any]) -> None:
     """Write every file of a prepared folder into ``folder`` (which exists and is empty)."""
     files = []
     for part in _PARTS:
@@ -230,7 +237,7 @@ def _write_all(folder: Path, split: Split, catalog: Any | None, meta: dict[str, 
 def save_prepared(
     out_dir: str | Path,
     split: Split,
-    catalog: Any | None = None,
+    catalog: Catalog | None = None,
     options: dict[str, Any] | None = None,
     sources: list[str | Path] | None = None,
 ) -> Path:
@@ -239,7 +246,7 @@ def save_prepared(
     Args:
         out_dir: the folder to create, or a previous prepared folder to replace.
         split: the split to save; its parts must share ``train``'s id maps.
-        catalog: the items' ``item_raw`` / ``titles`` / ``years`` (``years <= 0`` is unknown).
+        catalog: a :class:`ncf.datasets.Catalog` (``years <= 0`` stored as unknown).
         options: how the data were prepared (recorded in ``meta.json``).
         sources: the raw files read (path, size and mtime recorded); defaults to
             ``split.train.meta["sources"]``.
@@ -373,16 +380,17 @@ def _interactions(path: Path, user_raw: np.ndarray, item_raw: np.ndarray,
         raise DataError(str(exc), path=path) from None
 
 
-def _catalog(path: Path) -> Any:
-    from ncf.datasets import Catalog
-
+def _catalog(path: Path) -> Catalog:
     table = _load_table(path)
-    years = table.column("year").fill_null(0).to_numpy().astype(np.int32)
-    return Catalog(
-        item_raw=table.column("item").to_numpy(),
-        titles=table.column("title").to_pylist(),
-        years=years,
-    )
+    try:
+        years = table.column("year").fill_null(-1).to_numpy().astype(np.int32)
+        return Catalog(
+            item_raw=table.column("item").to_numpy(),
+            titles=np.array(table.column("title").to_pylist(), dtype=str),
+            years=years,
+        )
+    except (KeyError, pa.ArrowException) as exc:
+        raise DataError(f"not a catalog table: {exc}", path=path) from None
 
 
 def load_prepared(path: str | Path, verify: bool = True) -> Prepared:
@@ -437,3 +445,116 @@ def load_prepared(path: str | Path, verify: bool = True) -> Prepared:
                         path=folder)
     catalog = _catalog(folder / "catalog.parquet") if "catalog.parquet" in files else None
     return Prepared(split=split, catalog=catalog, meta=meta, path=folder.absolute())
+
+
+# ---------------------------------------------------------------------------- preparing
+def _size(x: Interactions) -> dict[str, int]:
+    return {"ratings": len(x), "users": int((x.user_counts() > 0).sum()),
+            "items": int((x.item_counts() > 0).sum())}
+
+
+def prepare_split(
+    path: str | Path,
+    fmt: str | None = None,
+    ratings: int | str | None = None,
+    subsample_strategy: str = "users",
+    seed: int = 0,
+    threshold: float | None = None,
+    min_user_ratings: int = 0,
+    min_item_ratings: int = 0,
+    tie_break: str = "random",
+    validation: bool = True,
+    negatives: int = 99,
+) -> tuple[Split, Catalog | None, dict[str, Any]]:
+    """Read a raw data set and make the evaluated leave-one-out split.
+
+    Steps: read; keep ratings ``>= threshold`` (all when ``None``); one row per (user,
+    item) pair (the latest); subsample to about ``ratings`` (whole users by default);
+    the (``min_user_ratings``, ``min_item_ratings``) core; leave-one-out by time
+    (validation item too, unless ``validation`` is false); ``negatives`` candidates per
+    held-out row. A data set with its own split (the NCF paper's files) keeps it
+    verbatim: only the validation hold-out and missing candidates are added.
+
+    Args:
+        path: a ratings file or folder (see :func:`ncf.datasets.detect_format`).
+        fmt: the format, detected when ``None``.
+        ratings: target number of ratings (``1000000`` or ``"1M"``), ``None`` for all.
+        subsample_strategy: ``"users"``, ``"head"`` or ``"random"``.
+        seed: seed of the subsample, the tie rule and the candidates.
+        threshold: minimum rating of a positive.
+        min_user_ratings: fewest ratings of a kept user (0: no filter).
+        min_item_ratings: fewest ratings of a kept item (0: no filter).
+        tie_break: ``"random"``, ``"item_desc"``, ``"item_asc"`` or ``"order"``.
+        validation: hold out a validation item per user.
+        negatives: candidates per held-out row (0: none).
+
+    Returns:
+        ``(split, catalog or None, options)``: ``options`` records the arguments, the
+        format, the sources and the sizes after each step.
+    """
+    if isinstance(ratings, str):
+        ratings = parse_count(ratings)
+    if negatives < 0:
+        raise NcfError(f"negatives must be >= 0, got {negatives}")
+    start = time.perf_counter()
+    data = load(path, fmt)
+    options: dict[str, Any] = {
+        "format": data.format, "ratings": ratings, "subsample": subsample_strategy,
+        "seed": seed, "threshold": threshold, "min_user_ratings": min_user_ratings,
+        "min_item_ratings": min_item_ratings, "tie_break": tie_break,
+        "validation": validation, "negatives": negatives,
+        "sizes": {"read": _size(data.interactions)},
+    }
+    if data.split is not None:
+        changed = [name for name, value, default in (
+            ("ratings", ratings, None), ("threshold", threshold, None),
+            ("min_user_ratings", min_user_ratings, 0), ("min_item_ratings", min_item_ratings, 0),
+        ) if value != default]
+        if changed:
+            raise NcfError(f"{data.format} data come split already: {', '.join(changed)} "
+                           "cannot be applied")
+        split = data.split
+        if validation:
+            split = holdout_validation(split, tie_break=tie_break, seed=seed,  # type: ignore
+                                       n_negatives=negatives)
+    else:
+        x = deduplicate(to_implicit(data.interactions, threshold))
+        options["sizes"]["positives"] = _size(x)
+        if ratings is not None:
+            x = subsample(x, ratings, subsample_strategy, seed)  # type: ignore[arg-type]
+            options["sizes"]["subsample"] = _size(x)
+        x = kcore(x, min_user_ratings, min_item_ratings) if (
+            min_user_ratings or min_item_ratings) else compact(x)
+        if len(x) == 0:
+            raise NcfError(f"{path}: no interaction left after filtering")
+        options["sizes"]["core"] = _size(x)
+        split = leave_one_out(x, validation=validation, tie_break=tie_break,  # type: ignore
+                              seed=seed)
+    if negatives:
+        split = with_negatives(split, n=negatives, seed=seed)
+    options["sources"] = list(data.sources)
+    options["seconds"] = round(time.perf_counter() - start, 3)
+    return split, data.catalog, options
+
+
+def load_split(path: str | Path, **options: Any) -> tuple[Split, Catalog | None, dict[str, Any]]:
+    """A prepared folder as saved, or a raw data set through :func:`prepare_split`.
+
+    Args:
+        path: a prepared folder (holding ``meta.json``) or anything ``prepare_split`` reads.
+        **options: :func:`prepare_split` options; with a prepared folder only their
+            defaults are accepted (it was made with the options in its ``meta.json``).
+
+    Returns:
+        ``(split, catalog or None, options)``.
+    """
+    if is_prepared(path):
+        defaults = inspect.signature(prepare_split).parameters
+        changed = sorted(k for k, v in options.items() if k not in defaults
+                         or v != defaults[k].default)
+        if changed:
+            raise NcfError(f"{path} is a prepared folder: {', '.join(changed)} cannot be "
+                           "applied (prepare the raw data again instead)")
+        prepared = load_prepared(path)
+        return prepared.split, prepared.catalog, dict(prepared.meta.get("options", {}))
+    return prepare_split(path, **options)

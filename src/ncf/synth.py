@@ -46,6 +46,8 @@ _POP_SHARE = 0.12  # share of draws from plain popularity
 _UNIFORM_SHARE = 0.01  # share of uniform draws (every item stays reachable)
 _TABLE_BITS = 17  # sampling table size per profile: 2**17 slots
 _CHUNK_RATINGS = 2_000_000  # ratings generated per chunk of users
+_WRITE_ROWS = 4_000_000  # lines formatted at once
+_BUCKET_TYPES = (np.int32, np.int16, np.int8, np.int16)  # customer, movie, rating, day
 
 
 @dataclass(frozen=True)
@@ -177,7 +179,7 @@ def _build_model(n_ratings: int, seed: int, n_users: int | None, n_items: int | 
 
     # items: popularity, factors, release days, film years
     rank = rng.permutation(n_items)
-    popularity = 1.0 / (rank + 10.0) ** 1.1
+    popularity = 1.0 / (rank + 5.0) ** 1.4
     item_f = rng.standard_normal((n_items, _DIM)).astype(np.float32)
     item_bias = (0.5 * rng.standard_normal(n_items) + 0.3 * np.log(popularity / popularity.mean()))
     release = (N_DAYS - 60) * rng.beta(1.3, 1.0, n_items) ** 1.5
@@ -437,6 +439,60 @@ def _file_of(movie: np.ndarray, n_items: int) -> np.ndarray:
     return np.searchsorted(bounds, movie, side="left").astype(np.int8)
 
 
+def _bucket(work: Path, b: int) -> list[Path]:
+    return [work / f"{b}.{c}" for c in ("cust", "movie", "rating", "day")]
+
+
+def _spill(model: _Model, work: Path) -> tuple[int, int]:
+    """Generate by chunks of users, appending each file's share to binary buckets.
+
+    Returns:
+        ``(customers, movies)`` with at least one rating.
+    """
+    for path in (p for b in range(4) for p in _bucket(work, b)):
+        path.touch()
+    seen_users = np.zeros(MAX_CUSTOMER_ID + 1, bool)
+    seen_items = np.zeros(model.n_items + 1, bool)
+    for cust, movie, rating, day, _ in _chunks(model):
+        seen_users[cust] = True
+        seen_items[movie] = True
+        which = _file_of(movie, model.n_items)
+        for b in range(4):
+            sel = which == b
+            for path, arr, dtype in zip(_bucket(work, b), (cust, movie, rating, day),
+                                        _BUCKET_TYPES, strict=True):
+                with open(path, "ab") as fh:
+                    arr[sel].astype(dtype).tofile(fh)
+    return int(seen_users.sum()), int(seen_items.sum())
+
+
+def _write_file(work: Path, b: int, path: Path) -> int:
+    """Sort bucket ``b`` by movie (stable) and write it as Kaggle text; its rating count."""
+    bucket = _bucket(work, b)
+    cust, movie, rating, day = (
+        np.fromfile(p, dtype=t) for p, t in zip(bucket, _BUCKET_TYPES, strict=True))
+    order = np.argsort(movie, kind="stable")
+    cust, movie, rating, day = cust[order], movie[order], rating[order], day[order]
+    with open(path, "wb") as fh:
+        for s in range(0, movie.size, _WRITE_ROWS):
+            e = min(s + _WRITE_ROWS, movie.size)
+            text = format_block(movie[s:e], cust[s:e], rating[s:e], day[s:e])
+            if s and movie[s] == movie[s - 1]:  # the movie goes on: drop the repeated header
+                text = text[text.index(b"\n") + 1:]
+            fh.write(text)
+    for p in bucket:
+        p.unlink()
+    return int(movie.size)
+
+
+def _titles_text(model: _Model) -> bytes:
+    """``movie_titles.csv`` in ISO-8859-1: ``MovieID,YearOfRelease,Title``, ``NULL`` years."""
+    titles = _titles(model.n_items, np.random.default_rng([model.seed, 2]))
+    years = [str(y) if y else "NULL" for y in model.years.tolist()]
+    rows = zip(range(1, model.n_items + 1), years, titles, strict=True)
+    return "".join(f"{i},{y},{t}\n" for i, y, t in rows).encode("iso-8859-1")
+
+
 def write_synth_netflix(
     out_dir: str | Path,
     n_ratings: int,
@@ -466,45 +522,9 @@ def write_synth_netflix(
     try:
         model = _build_model(int(n_ratings), int(seed), n_users, n_items)
         names = [f"combined_data_{i}.txt" for i in range(1, 5)]
-        buckets = [[work / f"{b}.{c}" for c in ("cust", "movie", "rating", "day")]
-                   for b in range(4)]
-        for path in (p for bucket in buckets for p in bucket):
-            path.touch()
-        seen_users = np.zeros(MAX_CUSTOMER_ID + 1, bool)
-        seen_items = np.zeros(model.n_items + 1, bool)
-        for cust, movie, rating, day, _ in _chunks(model):
-            seen_users[cust] = True
-            seen_items[movie] = True
-            which = _file_of(movie, model.n_items)
-            for b in range(4):
-                sel = which == b
-                for path, arr, dtype in zip(buckets[b], (cust, movie, rating, day),
-                                            (np.int32, np.int16, np.int8, np.int16)):
-                    with open(path, "ab") as fh:
-                        arr[sel].astype(dtype).tofile(fh)
-        file_ratings = []
-        for b, name in enumerate(names):
-            cust, movie, rating, day = (
-                np.fromfile(p, dtype=t) for p, t in zip(buckets[b], (np.int32, np.int16,
-                                                                     np.int8, np.int16))
-            )
-            order = np.argsort(movie, kind="stable")
-            cust, movie, rating, day = cust[order], movie[order], rating[order], day[order]
-            with open(work / name, "wb") as fh:
-                step = 4_000_000
-                for s in range(0, movie.size, step):
-                    e = min(s + step, movie.size)
-                    text = format_block(movie[s:e], cust[s:e], rating[s:e], day[s:e])
-                    if s and movie[s] == movie[s - 1]:  # same movie continues: no new header
-                        text = text[text.index(b"\n") + 1:]
-                    fh.write(text)
-            file_ratings.append(int(movie.size))
-            for p in buckets[b]:
-                p.unlink()
-        titles = _titles(model.n_items, np.random.default_rng([seed, 2]))
-        years = [str(y) if y else "NULL" for y in model.years.tolist()]
-        lines = "".join(f"{i},{y},{t}\n" for i, (y, t) in enumerate(zip(years, titles), 1))
-        (work / "movie_titles.csv").write_bytes(lines.encode("iso-8859-1"))
+        n_users_seen, n_items_seen = _spill(model, work)
+        file_ratings = [_write_file(work, b, work / name) for b, name in enumerate(names)]
+        (work / "movie_titles.csv").write_bytes(_titles_text(model))
         files = []
         for name in [*names, "movie_titles.csv"]:
             os.replace(work / name, out / name)
@@ -515,7 +535,7 @@ def write_synth_netflix(
         shutil.rmtree(work, ignore_errors=True)
     return SynthInfo(
         out_dir=out, files=tuple(files), n_ratings=int(sum(file_ratings)),
-        n_users=int(seen_users.sum()), n_items=int(seen_items.sum()), n_titles=model.n_items,
+        n_users=n_users_seen, n_items=n_items_seen, n_titles=model.n_items,
         file_ratings=tuple(file_ratings), seed=int(seed),  # type: ignore[arg-type]
     )
 
@@ -535,7 +555,7 @@ def synth_netflix(
         A :class:`SynthData` in the files' line order.
     """
     model = _build_model(int(n_ratings), int(seed), n_users, n_items)
-    parts = list(zip(*(c[:4] for c in _chunks(model))))
+    parts = list(zip(*(c[:4] for c in _chunks(model)), strict=True))
     cust, movie, rating, day = (np.concatenate(p) for p in parts)
     order = np.argsort(movie, kind="stable")  # the files' order: movie, then chunk order
     return SynthData(

@@ -124,7 +124,7 @@ def model_scorer(
         items = np.asarray(items)
         b, c = items.shape
         u = torch.from_numpy(np.repeat(np.asarray(users, dtype=np.int64), c))
-        i = torch.from_numpy(np.ascontiguousarray(items, dtype=np.int64).reshape(-1))
+        i = torch.from_numpy(np.array(items, dtype=np.int64).reshape(-1))
         was_training = model.training
         model.eval()
         out = torch.empty(b * c)

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ncf.errors import DataError
-from ncf.interactions import Interactions
 
 SECONDS_PER_DAY = 86_400
 _DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int32)
-_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
 
 
 def existing(path: str | Path) -> Path:
@@ -51,15 +47,6 @@ def valid_dates(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndar
     leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
     dim = _DAYS_IN_MONTH[np.where(ok_month, month, 0)] + ((month == 2) & leap)
     return ok_month & (day >= 1) & (day <= dim)
-
-
-def date_problem(text: str) -> str | None:
-    """Why ``text`` is not a valid ``YYYY-MM-DD`` date, or ``None`` if it is one."""
-    m = _DATE.fullmatch(text)
-    if m is None:
-        return f"expected a YYYY-MM-DD date, got {text!r}"
-    y, mo, d = (np.array([int(g)]) for g in m.groups())
-    return None if valid_dates(y, mo, d)[0] else f"invalid date {text!r}"
 
 
 def iter_lines(path: str | Path, encoding: str = "latin-1") -> Iterator[tuple[int, str]]:
@@ -146,10 +133,3 @@ def fields_checker(
         return None
 
     return check
-
-
-def with_meta(x: Interactions, fmt: str, sources: list[str]) -> Interactions:
-    """``x`` with provenance recorded in ``meta``."""
-    meta: dict[str, Any] = dict(x.meta)
-    meta.update(format=fmt, sources=list(sources))
-    return x.with_arrays(meta=meta)  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -51,9 +52,10 @@ class _Piece:
     """Whole lines of one file (``data`` ends with a newline) and where they start in it."""
 
     path: str
-    data: bytes
+    data: bytes | np.ndarray
     first_line: int
     file_start: bool
+    padded: np.ndarray | None = None  # pad + data, when the reader already laid it out so
 
 
 # sources ----------------------------------------------------------------------------
@@ -88,32 +90,48 @@ def _numeric_key(path: Path | str) -> tuple[int, str]:
 
 
 def _file_pieces(path: Path, chunk_bytes: int) -> Iterator[_Piece]:
-    """Cut one file into pieces of at most ``chunk_bytes`` ending at a newline."""
+    """Cut one file into pieces of at most ``chunk_bytes`` ending at a newline.
+
+    Small files are read whole. Big ones are read into one reused buffer that already holds
+    the pad, so a piece is parsed without a copy; it must be parsed before the next one is
+    asked for (``_blocks`` yields such pieces alone, at once).
+    """
+    if path.stat().st_size <= chunk_bytes:
+        yield _bytes_piece(str(path), path.read_bytes())
+        return
+    pad = len(_PAD)
+    store = bytearray(pad + chunk_bytes + 1)  # + 1: room for a missing final newline
+    store[:pad] = _PAD
+    view = memoryview(store)
     with open(path, "rb") as f:
-        rest, line, first = b"", 1, True
+        filled, line, first = pad, 1, True
         while True:
-            new = f.read(max(chunk_bytes - len(rest), 1))
-            data = rest + new if rest else new
-            if not new:
-                if data:  # last line without a newline
-                    yield _Piece(str(path), data + b"\n", line, first)
-                elif first:
-                    raise DataError("empty file", path=path)
+            end = filled + f.readinto(view[filled : pad + chunk_bytes])
+            if end == filled:  # end of file
+                if end > pad:  # last line without a newline
+                    store[end] = 10
+                    yield _streamed(path, store, end + 1, line, first)
                 return
-            cut = data.rfind(b"\n") + 1
+            cut = store.rfind(b"\n", filled, end) + 1
             if cut == 0:
-                if len(data) >= chunk_bytes:
+                if end - pad >= chunk_bytes:
                     raise DataError(
                         f"no line end within {chunk_bytes} bytes: not a Netflix ratings file",
                         path=path,
                         line=line,
                     )
-                rest = data
+                filled = end
                 continue
-            piece, rest = data[:cut], data[cut:]
-            yield _Piece(str(path), piece, line, first)
-            line += piece.count(b"\n")
+            yield _streamed(path, store, cut, line, first)
+            line += store.count(b"\n", pad, cut)
             first = False
+            store[pad : pad + end - cut] = view[cut:end]
+            filled = pad + end - cut
+
+
+def _streamed(path: Path, store: bytearray, end: int, line: int, first: bool) -> _Piece:
+    padded = np.frombuffer(store, dtype=np.uint8, count=end)
+    return _Piece(str(path), padded[len(_PAD) :], line, first, padded)
 
 
 def _bytes_piece(name: str, data: bytes) -> _Piece:
@@ -152,6 +170,12 @@ def _blocks(pieces: Iterator[_Piece], chunk_bytes: int) -> Iterator[list[_Piece]
     group: list[_Piece] = []
     size = 0
     for p in pieces:
+        if p.padded is not None:  # a part of a big file: alone, and parsed before reading on
+            if group:
+                yield group
+                group, size = [], 0
+            yield [p]
+            continue
         if group and size + len(p.data) > chunk_bytes:
             yield group
             group, size = [], 0
@@ -179,6 +203,7 @@ _DIGIT0 = _byte_mask([4, 6, 7])
 _PUNCT1, _PUNCT1_V = _byte_mask([2, 5]), _byte_mask([2, 5], 0x2D)
 _DIGIT1 = _byte_mask([0, 1, 3, 4, 6, 7])
 _FIRST_YEAR, _YEARS = 1900, 200
+_NO_DATE = np.iinfo(np.int32).min
 _DAYS_TABLE: np.ndarray | None = None
 
 
@@ -213,7 +238,9 @@ _KEEP = np.array(
 _FILL = np.array([0] + [~int(k) & 0x3030303030303030 for k in _KEEP[1:9]] + [0], dtype=np.uint64)
 
 
-def _uints(words: np.ndarray, starts: np.ndarray, ends: np.ndarray):
+def _uints(
+    words: np.ndarray, starts: np.ndarray, ends: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """The integers written in ``buf[starts:ends]`` (1..8 digits): ``(int32 values, ok)``."""
     count = np.clip(ends - starts, 0, 9)
     v = words[ends - 8]
@@ -233,19 +260,21 @@ def _uints(words: np.ndarray, starts: np.ndarray, ends: np.ndarray):
 
 
 def _days_table() -> np.ndarray:
-    """Days since the epoch at ``(year - 1900) * 416 + month * 32 + day``; -1 if no such date."""
+    """Days since the epoch at ``(year - 1900) * 416 + month * 32 + day``; ``_NO_DATE`` if none."""
     global _DAYS_TABLE
     if _DAYS_TABLE is None:
         key = np.arange(_YEARS * 416 + 1)
         year, month, day = key // 416 + _FIRST_YEAR, key % 416 // 32, key % 32
         ok = valid_dates(year, month, day) & (key < _YEARS * 416)
-        table = np.full(key.size, -1, dtype=np.int32)
+        table = np.full(key.size, _NO_DATE, dtype=np.int32)
         table[ok] = days_from_civil(year[ok], month[ok], day[ok])
         _DAYS_TABLE = table
     return _DAYS_TABLE
 
 
-def _parse_ratings(words: np.ndarray, starts: np.ndarray, ends: np.ndarray):
+def _parse_ratings(
+    words: np.ndarray, starts: np.ndarray, ends: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Customer, rating, day of rating lines (fixed offsets from line ends) and an ok mask."""
     t0 = words[ends - 16]
     t1 = words[ends - 8]
@@ -264,7 +293,7 @@ def _parse_ratings(words: np.ndarray, starts: np.ndarray, ends: np.ndarray):
     key = (year - _FIRST_YEAR) * 416 + month * 32 + day
     np.clip(key, 0, _YEARS * 416, out=key)
     days = _days_table()[key]
-    ok &= days >= 0
+    ok &= days != _NO_DATE
     customer, ok_customer = _uints(words, starts, ends - _TAIL)
     return customer, rating, days, ok & ok_customer
 
@@ -274,7 +303,10 @@ def _parse_block(pieces: list[_Piece], carry: int) -> tuple[NetflixChunk, int]:
 
     Returns the chunk and the movie id open at the end of the block.
     """
-    buf = np.frombuffer(b"".join([_PAD, *(p.data for p in pieces)]), dtype=np.uint8)
+    if len(pieces) == 1 and pieces[0].padded is not None:
+        buf = pieces[0].padded
+    else:
+        buf = np.frombuffer(b"".join([_PAD, *(bytes(p.data) for p in pieces)]), dtype=np.uint8)
     words = _words(buf)
     starts, ends, nl = _lines(buf)
     nonblank = ends > starts
@@ -297,26 +329,35 @@ def _parse_block(pieces: list[_Piece], carry: int) -> tuple[NetflixChunk, int]:
     movie = movie_of[mark[r_idx]]
 
     if not (ok.all() and ok_movie.all() and (movie >= 0).all()):
-        bad = np.concatenate([r_idx[~ok | (movie < 0)], m_idx[~ok_movie]])
-        _raise_at(buf, pieces, piece_starts, starts, ends, nl, int(bad.min()), movie_of, mark)
+        i = int(np.concatenate([r_idx[~ok | (movie < 0)], m_idx[~ok_movie]]).min())
+        has_movie = bool(movie_of[mark[i]] >= 0)
+        _raise_at(buf, pieces, piece_starts, (starts, ends, nl), i, has_movie)
     new_carry = int(movie_of[mark[-1]]) if len(mark) else carry
     return NetflixChunk(movie, customer, rating, day), new_carry
 
 
-def _raise_at(buf, pieces, piece_starts, starts, ends, nl, i, movie_of, mark) -> None:
+def _raise_at(
+    buf: np.ndarray,
+    pieces: list[_Piece],
+    piece_starts: np.ndarray,
+    lines: tuple[np.ndarray, np.ndarray, np.ndarray],
+    i: int,
+    has_movie: bool,
+) -> NoReturn:
     """Raise the ``DataError`` for line ``i`` of the block, naming its file and line."""
+    starts, ends, nl = lines
     p = int(np.searchsorted(piece_starts, starts[i], side="right")) - 1
     line = pieces[p].first_line + int(
         np.searchsorted(nl, starts[i]) - np.searchsorted(nl, piece_starts[p])
     )
     text = buf[starts[i] : ends[i]].tobytes().decode("latin-1")
-    raise DataError(_diagnose(text, movie_of[mark[i]] >= 0), path=pieces[p].path, line=line)
+    raise DataError(_diagnose(text, has_movie), path=pieces[p].path, line=line)
 
 
 def _diagnose(text: str, has_movie: bool) -> str:
     shown = text if len(text) <= 60 else text[:60] + "..."
     if text.endswith(":"):
-        return f"movie id {text[:-1]!r} is not a non-negative integer"
+        return f"movie id {text[:-1]!r} is not an integer of 1..8 digits"
     m = _RATING_LINE.fullmatch(text)
     if m is None:
         return f"expected 'MovieID:' or 'CustomerID,Rating,YYYY-MM-DD', got {shown!r}"
@@ -324,7 +365,7 @@ def _diagnose(text: str, has_movie: bool) -> str:
         return f"rating {m.group(2)} outside 1..5"
     y, mo, d = (np.array([int(g)]) for g in m.groups()[2:])
     if not (valid_dates(y, mo, d)[0] and _FIRST_YEAR <= y[0] < _FIRST_YEAR + _YEARS):
-        return f"invalid date {text.split(',')[2]!r}"
+        return f"invalid date {text.split(',')[2]!r} (or outside 1900..2099)"
     if not has_movie:
         return "rating line before any 'MovieID:' line"
     return f"cannot parse {shown!r}"  # pragma: no cover - the checks above are exhaustive
@@ -368,16 +409,25 @@ def read_netflix(
         Interactions: users are customers, items are movies, ratings 1..5, timestamps at
         midnight UTC of the rating date.
     """
-    sources = [str(p) for p in netflix_sources(paths)]
-    chunks = list(iter_netflix_chunks(paths, chunk_bytes))
-    if not chunks:
+    files = netflix_sources(paths)
+    parts: dict[str, list[np.ndarray]] = {"customer": [], "movie": [], "rating": [], "day": []}
+    for chunk in iter_netflix_chunks(files, chunk_bytes):
+        for name, arrays in parts.items():
+            arrays.append(getattr(chunk, name))
+    sources = [str(p) for p in files]
+    if not parts["movie"]:
         raise DataError("no ratings found", path=", ".join(sources))
-    cat = np.concatenate
+
+    def take(name: str) -> np.ndarray:  # concatenate one field and free its pieces
+        out = np.concatenate(parts[name])
+        parts[name].clear()
+        return out
+
     return Interactions.from_raw(
-        cat([c.customer for c in chunks]),
-        cat([c.movie for c in chunks]),
-        ratings=cat([c.rating for c in chunks]).astype(np.float32),
-        timestamps=cat([c.day for c in chunks]).astype(np.int64) * SECONDS_PER_DAY,
+        take("customer"),
+        take("movie"),
+        ratings=take("rating").astype(np.float32),
+        timestamps=np.multiply(take("day"), SECONDS_PER_DAY, dtype=np.int64),
         meta={"format": "netflix", "sources": sources},
     )
 

@@ -72,9 +72,16 @@ def read_paper_negatives(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.n
     data = path.read_bytes()
     if not data.strip():
         raise DataError("empty file", path=path)
+    lines = [ln for ln in data.split(b"\n", 2)[:2] if ln.strip()]
+    n_fields = len(lines[0].split(b"\t")) if lines else 0
     # "(u,i)\tn1\t..." -> "u\ti\tn1\t...": bytes.replace runs in C over the whole file
     flat = data.replace(b"(", b"").replace(b")", b"").replace(b",", b"\t")
+    buf = np.frombuffer(data, dtype=np.uint8)
+    starts = np.concatenate([[0], np.flatnonzero(buf[:-1] == 10) + 1])
+    starts = starts[(buf[starts] != 10) & (buf[starts] != 13)]
     try:
+        if not ((buf[starts] == 40).all() and data.count(b"(") == data.count(b")") == len(starts)):
+            raise pa.ArrowInvalid("'(user,item)' not at the start of every line")
         table = pcsv.read_csv(
             pa.BufferReader(flat),
             read_options=pcsv.ReadOptions(autogenerate_column_names=True),
@@ -84,7 +91,9 @@ def read_paper_negatives(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.n
         if any(c.dtype.kind not in "iu" for c in cols) or len(cols) < 3:
             raise pa.ArrowInvalid("non-integer field")
     except pa.ArrowInvalid:
-        raise first_bad_line(path, _check_negative_line, lambda t: t.split("\t")) from None
+        raise first_bad_line(
+            path, lambda f: _check_negative_line(f, n_fields), lambda t: t.split("\t")
+        ) from None
     users, items = cols[0].astype(np.int64), cols[1].astype(np.int64)
     negatives = np.column_stack(cols[2:])
     bad = np.flatnonzero((negatives < 0).any(axis=1) | (users < 0) | (items < 0))
@@ -93,7 +102,7 @@ def read_paper_negatives(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.n
     return users, items, negatives.astype(np.int32)
 
 
-def _check_negative_line(fields: list[str]) -> str | None:
+def _check_negative_line(fields: list[str], n_fields: int) -> str | None:
     head = fields[0]
     if not (head.startswith("(") and head.endswith(")") and head.count(",") == 1):
         return f"expected '(user,item)' first, got {head[:40]!r}"
@@ -102,6 +111,8 @@ def _check_negative_line(fields: list[str]) -> str | None:
             return problem
     if len(fields) < 2:
         return "no negative items"
+    if len(fields) != n_fields:
+        return f"expected {n_fields - 1} negative items (as on line 1), got {len(fields) - 1}"
     for text in fields[1:]:
         if (problem := int_field("negative item")(text)) is not None:
             return problem
