@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from ncf.arrays import dense_rank, sorted_unique
 from ncf.errors import NcfError
 
 
@@ -32,8 +33,10 @@ def _dense_ids(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         lookup = np.full(present.size, -1, dtype=np.int32)
         lookup[uniques] = np.arange(uniques.size, dtype=np.int32)
         return lookup[raw], uniques.astype(np.int64)
-    uniques, dense = np.unique(raw, return_inverse=True)
-    return dense.astype(np.int32).reshape(-1), uniques
+    dense = dense_rank(raw)
+    uniques = np.empty(int(dense.max()) + 1 if dense.size else 0, dtype=raw.dtype)
+    uniques[dense] = raw.reshape(-1)
+    return dense.astype(np.int32), uniques
 
 
 @dataclass(frozen=True, eq=False)
@@ -154,8 +157,7 @@ class Interactions:
 
     def keys(self) -> np.ndarray:
         """Sorted unique int64 keys ``user * n_items + item``: membership tests via searchsorted."""
-        k = self.user_ids.astype(np.int64) * self.n_items + self.item_ids
-        return np.unique(k)
+        return sorted_unique(self.user_ids.astype(np.int64) * self.n_items + self.item_ids)
 
     def tocsr(self) -> sp.csr_matrix:
         """The binary ``user_items`` matrix, shape ``(n_users, n_items)``, duplicates merged."""

@@ -4,7 +4,8 @@ At Netflix scale (480k users) a dense optimizer step would read and write every 
 for each batch of 256 samples. Gradients therefore come in two shapes: a dense tensor (tower
 weights, biases) or a :class:`RowGrad` (the rows of an embedding table that a batch used, with
 their summed gradients). Rows a batch did not touch are left alone, moments included: the
-"lazy" semantics of TensorFlow's LazyAdam and of PyTorch's ``SparseAdam``. For dense gradients
+"lazy" semantics of TensorFlow's LazyAdam and of PyTorch's ``SparseAdam`` (one step count
+per table for the bias correction). For dense gradients
 the updates equal ``torch.optim.Adam`` / ``torch.optim.SGD`` exactly (coupled L2 weight decay).
 
 Both classes subclass ``torch.optim.Optimizer`` so that learning-rate schedulers such as
@@ -74,7 +75,27 @@ class _RowOptimizer(torch.optim.Optimizer):
             raise NcfError("optimizer got no parameters")
         self.names = [n for n, _ in named]
         self._by_name = dict(named)
+        self._flat: tuple[list[str], torch.Tensor] | None = None
         super().__init__([p for _, p in named], defaults)
+
+    def _flatten(self, names: list[str]) -> torch.Tensor | None:
+        """Make the densely updated parameters views of one buffer: one update op for all.
+
+        On a CPU, a step over a dozen small tensors costs more in per-tensor dispatch than in
+        arithmetic; one flat buffer turns ~70 small kernels into ~8.
+        """
+        params = [self._by_name[n] for n in names]
+        if len({(p.dtype, p.device) for p in params}) != 1:
+            return None
+        flat = torch.empty(sum(p.numel() for p in params), dtype=params[0].dtype,
+                           device=params[0].device)
+        offset = 0
+        for p in params:
+            view = flat[offset : offset + p.numel()]
+            view.copy_(p.data.reshape(-1))
+            p.data = view.view_as(p)
+            offset += p.numel()
+        return flat
 
     def step(self, closure=None):  # type: ignore[override]
         raise NcfError(f"{type(self).__name__}: call step_with(grads) with a {{name: grad}} dict")
@@ -83,17 +104,25 @@ class _RowOptimizer(torch.optim.Optimizer):
     def step_with(self, grads: dict[str, Grad]) -> None:
         """Apply one update from gradients keyed by parameter name."""
         group = self.param_groups[0]
-        dense_p, dense_g = [], []
+        dense_names: list[str] = []
         for name, g in grads.items():
-            p = self._by_name[name]
             if isinstance(g, RowGrad):
                 rows, values = g.coalesce()
-                self._update_rows(p, rows, values, group)
+                self._update_rows(self._by_name[name], rows, values, group)
             else:
-                dense_p.append(p)
-                dense_g.append(g)
-        if dense_p:
-            self._update_dense(dense_p, dense_g, group)
+                dense_names.append(name)
+        if not dense_names:
+            return
+        if self._flat is None:
+            flat = self._flatten(dense_names)
+            self._flat = (dense_names, flat) if flat is not None else (dense_names, None)
+        names, flat = self._flat  # type: ignore[misc]
+        if flat is not None and names == dense_names:
+            g = torch.cat([grads[n].reshape(-1) for n in names])  # type: ignore[union-attr]
+            self._update_dense([flat], [g], group)
+        else:
+            self._update_dense([self._by_name[n] for n in dense_names],
+                               [grads[n] for n in dense_names], group)
 
     def _update_rows(self, p, rows, g, group) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -123,47 +152,38 @@ class Adam(_RowOptimizer):
             st["step"] = 0
             st["exp_avg"] = torch.zeros_like(p)
             st["exp_avg_sq"] = torch.zeros_like(p)
-            if p.dim() == 2:
-                st["row_step"] = torch.zeros(p.shape[0], dtype=p.dtype, device=p.device)
         return st
 
     def _update_dense(self, ps, gs, group) -> None:
         b1, b2 = group["betas"]
-        lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
         states = [self._state_of(p) for p in ps]
-        if wd:
-            gs = torch._foreach_add(gs, ps, alpha=wd)
-        m = [s["exp_avg"] for s in states]
-        v = [s["exp_avg_sq"] for s in states]
-        torch._foreach_lerp_(m, gs, 1 - b1)
-        torch._foreach_mul_(v, b2)
-        torch._foreach_addcmul_(v, gs, gs, value=1 - b2)
-        for s in states:
-            s["step"] += 1
-        step = states[0]["step"]
-        bc1, bc2 = 1 - b1**step, 1 - b2**step
-        denom = torch._foreach_sqrt(v)
-        torch._foreach_div_(denom, math.sqrt(bc2))
-        torch._foreach_add_(denom, eps)
-        torch._foreach_addcdiv_(ps, m, denom, value=-lr / bc1)
+        for st in states:
+            st["step"] += 1
+            st.setdefault("step_t", torch.zeros((), dtype=ps[0].dtype, device=ps[0].device))
+            st["step_t"] += 1
+        # torch's fused kernel: one pass over each tensor, the same arithmetic as Adam
+        torch._fused_adam_(
+            ps, list(gs), [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states],
+            [], [st["step_t"] for st in states], lr=group["lr"], beta1=b1, beta2=b2,
+            weight_decay=group["weight_decay"], eps=group["eps"], amsgrad=False, maximize=False,
+        )
 
     def _update_rows(self, p, rows, g, group) -> None:
         b1, b2 = group["betas"]
-        lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
         st = self._state_of(p)
+        st["step"] += 1
+        st.setdefault("step_t", torch.zeros((), dtype=p.dtype, device=p.device))
+        st["step_t"] += 1  # one step count per table, as torch's SparseAdam
         w = p.index_select(0, rows)
-        if wd:
-            g = g.add(w, alpha=wd)
-        m = st["exp_avg"].index_select(0, rows).lerp_(g, 1 - b1)
-        v = st["exp_avg_sq"].index_select(0, rows).mul_(b2).addcmul_(g, g, value=1 - b2)
-        t = st["row_step"].index_select(0, rows).add_(1)  # per-row step: lazy bias correction
-        st["row_step"].index_copy_(0, rows, t)
+        m = st["exp_avg"].index_select(0, rows)
+        v = st["exp_avg_sq"].index_select(0, rows)
+        torch._fused_adam_(
+            [w], [g], [m], [v], [], [st["step_t"]], lr=group["lr"], beta1=b1, beta2=b2,
+            weight_decay=group["weight_decay"], eps=group["eps"], amsgrad=False, maximize=False,
+        )
+        p.index_copy_(0, rows, w)
         st["exp_avg"].index_copy_(0, rows, m)
         st["exp_avg_sq"].index_copy_(0, rows, v)
-        bc1 = (1 - b1**t).unsqueeze(1)
-        bc2 = (1 - b2**t).unsqueeze(1)
-        update = m.div_(bc1).div_(v.div_(bc2).sqrt_().add_(eps)).mul_(lr)
-        p.index_copy_(0, rows, w.sub_(update))
 
 
 class SGD(_RowOptimizer):

@@ -11,28 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ncf.arrays import dense_rank, sorted_unique
 from ncf.errors import NcfError
 
 #: largest bitset :class:`KeySet` builds (bytes); beyond it lookups sort and search.
 MAX_BITSET_BYTES = 2**31
 
 _CHUNK = 2**20  # entries per chunk: temporaries stay small (fewer page faults, faster)
-
-
-def sorted_unique(values: np.ndarray) -> np.ndarray:
-    """``np.unique(values)`` by one sort (numpy 2.4's hash-based unique is ~100x slower)."""
-    s = np.sort(np.asarray(values).reshape(-1))
-    return s[np.r_[True, s[1:] != s[:-1]]] if s.size else s
-
-
-def dense_rank(values: np.ndarray) -> np.ndarray:
-    """int64 rank of each value among the distinct values (``np.unique``'s inverse)."""
-    values = np.asarray(values).reshape(-1)
-    order = np.argsort(values)
-    s = values[order]
-    rank = np.empty(len(values), dtype=np.int64)
-    rank[order] = np.cumsum(np.r_[False, s[1:] != s[:-1]]) if s.size else s
-    return rank
 
 
 class KeySet:

@@ -153,9 +153,16 @@ class FactorRecommender(Baseline):
 
 
 class ItemItemRecommender(Baseline):
-    """``score(u, i) = user_items[u] @ weights[:, i]`` (``weights`` dense or sparse CSR)."""
+    """``score(u, i) = user_items[u] @ weights[:, i]`` (``weights`` dense or sparse CSR).
+
+    Three ways to score, chosen per call: few candidates with dense weights sum
+    ``W[j, i]`` over the user's items ``j``; few candidates with sparse weights look the
+    user's (densified) row up at each candidate's neighbours; many candidates compute
+    whole rows ``user_items[u] @ W`` and pick the requested columns.
+    """
 
     weights: np.ndarray | sp.csr_matrix
+    _table: tuple[np.ndarray, np.ndarray] | None = None
 
     def score(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
         """Scores of ``item_ids[b, c]`` for ``user_ids[b]``, shape ``(B, C)``, float32."""
@@ -164,15 +171,20 @@ class ItemItemRecommender(Baseline):
         n_b, n_c = items.shape
         out = np.empty((n_b, n_c), dtype=np.float32)
         w = self.weights
-        gather = isinstance(w, np.ndarray) and 8 * n_c < self.n_items
-        if gather:  # sum W[j, i] over the user's items j: cost nnz(user) * C
-            lengths = np.diff(seen.indptr)[users]
-            costs = np.maximum(lengths, 1) * max(n_c, 1)
-        else:  # whole rows user_items[u] @ W, then pick the requested columns
+        if 8 * n_c >= self.n_items:
+            mode = "rows"
+        else:
+            mode = "dense" if isinstance(w, np.ndarray) else "sparse"
+        if mode == "dense":  # cost nnz(user) * C
+            costs = np.maximum(np.diff(seen.indptr)[users], 1) * max(n_c, 1)
+        elif mode == "sparse":  # cost n_items (the dense row) + C * neighbours
+            idx, val = self._neighbour_table()
+            costs = np.full(n_b, self.n_items + n_c * idx.shape[1])
+        else:
             costs = np.full(n_b, max(self.n_items, 1))
         for sl in chunks(costs):
             rows = seen[users[sl]]
-            if gather:
+            if mode == "dense":
                 owner = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))
                 vals = w[rows.indices[:, None], items[sl][owner]]  # (nnz, C)
                 pick = sp.csr_matrix(
@@ -180,11 +192,31 @@ class ItemItemRecommender(Baseline):
                     shape=(rows.shape[0], len(owner)),
                 )
                 out[sl] = pick @ vals
+            elif mode == "sparse":
+                dense = rows.toarray()
+                cand = items[sl]
+                hit = dense[np.arange(len(cand))[:, None, None], idx[cand]]  # (b, C, k)
+                out[sl] = (hit * val[cand]).sum(axis=2)
             else:
                 full = rows @ w
                 full = full.toarray() if sp.issparse(full) else np.asarray(full)
                 out[sl] = np.take_along_axis(full, items[sl], axis=1)
         return out
+
+    def _neighbour_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """Sparse weights as zero-padded ``(n_items, k)`` tables: for each target item
+        ``i``, the items ``j`` with ``W[j, i] != 0`` and those weights (built once)."""
+        if self._table is None:
+            by_target = sp.csr_matrix(self.weights).T.tocsr()
+            lengths = np.diff(by_target.indptr)
+            width = max(int(lengths.max(initial=0)), 1)
+            owner = np.repeat(np.arange(self.n_items), lengths)
+            slot = np.arange(by_target.nnz) - by_target.indptr[owner]
+            idx = np.zeros((self.n_items, width), dtype=np.int32)
+            val = np.zeros((self.n_items, width), dtype=np.float32)
+            idx[owner, slot], val[owner, slot] = by_target.indices, by_target.data
+            self._table = idx, val
+        return self._table
 
     def _arrays(self) -> dict[str, np.ndarray]:
         w = self.weights
@@ -193,6 +225,7 @@ class ItemItemRecommender(Baseline):
         return {"w_data": w.data, "w_indices": w.indices, "w_indptr": w.indptr}
 
     def _set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        self._table = None
         if "weights" in arrays:
             self.weights = arrays["weights"]
         else:

@@ -89,7 +89,7 @@ class ItemKNN(ItemItemRecommender):
             (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
         )
         w.sort_indices()
-        self.weights = w.astype(np.float32)
+        self.weights, self._table = w.astype(np.float32), None
 
 
 @register

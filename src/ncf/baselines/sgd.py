@@ -117,15 +117,18 @@ class BPR(_SgdFactorModel):
 
     def _step(self, *batch: torch.Tensor) -> None:
         u, i, j = batch
-        p, q_i, q_j, b_i, b_j = self._p[u], self._q[i], self._q[j], self._bi[i], self._bi[j]
-        x = (p * (q_i - q_j)).sum(1) + b_i - b_j
-        e = torch.sigmoid(-x)  # -d/dx log sigmoid(x)
+        p = self._p.index_select(0, u)
+        q_i, q_j = self._q.index_select(0, i), self._q.index_select(0, j)
+        b_i, b_j = self._bi.index_select(0, i), self._bi.index_select(0, j)
+        q_ij = q_i - q_j
+        x = torch.einsum("bd,bd->b", p, q_ij).add_(b_i).sub_(b_j)
+        e = torch.sigmoid_(x.neg_())[:, None]  # -d/dx log sigmoid(x), as a column
         r2, lr = 2.0 * self.reg, self.lr
-        self._p.index_add_(0, u, r2 * p - e[:, None] * (q_i - q_j), alpha=-lr)
-        self._q.index_add_(0, i, r2 * q_i - e[:, None] * p, alpha=-lr)
-        self._q.index_add_(0, j, r2 * q_j + e[:, None] * p, alpha=-lr)
-        self._bi.index_add_(0, i, r2 * b_i - e, alpha=-lr)
-        self._bi.index_add_(0, j, r2 * b_j + e, alpha=-lr)
+        self._p.index_add_(0, u, torch.mul(p, r2).addcmul_(e, q_ij, value=-1.0), alpha=-lr)
+        self._q.index_add_(0, i, torch.mul(q_i, r2).addcmul_(e, p, value=-1.0), alpha=-lr)
+        self._q.index_add_(0, j, torch.mul(q_j, r2).addcmul_(e, p), alpha=-lr)
+        self._bi.index_add_(0, i, torch.mul(b_i, r2).sub_(e[:, 0]), alpha=-lr)
+        self._bi.index_add_(0, j, torch.mul(b_j, r2).add_(e[:, 0]), alpha=-lr)
 
     def _export_biases(self) -> None:
         self.item_bias = self._bi.numpy()
@@ -180,15 +183,16 @@ class LogisticMF(_SgdFactorModel):
 
     def _step(self, *batch: torch.Tensor) -> None:
         u, i, y = batch
-        p, q = self._p[u], self._q[i]
-        x = (p * q).sum(1) + self._bu[u] + self._bi[i] + self._g
-        e = torch.sigmoid(x) - y  # d/dx of the log loss
+        p, q = self._p.index_select(0, u), self._q.index_select(0, i)
+        x = torch.einsum("bd,bd->b", p, q)
+        x.add_(self._bu.index_select(0, u)).add_(self._bi.index_select(0, i)).add_(self._g)
+        e = torch.sigmoid_(x).sub_(y)  # d/dx of the log loss
         r2, lr = 2.0 * self.reg, self.lr
-        self._p.index_add_(0, u, e[:, None] * q + r2 * p, alpha=-lr)
-        self._q.index_add_(0, i, e[:, None] * p + r2 * q, alpha=-lr)
+        self._p.index_add_(0, u, torch.mul(p, r2).addcmul_(e[:, None], q), alpha=-lr)
+        self._q.index_add_(0, i, torch.mul(q, r2).addcmul_(e[:, None], p), alpha=-lr)
         self._bu.index_add_(0, u, e, alpha=-lr)
         self._bi.index_add_(0, i, e, alpha=-lr)
-        self._g -= lr * e.sum()
+        self._g.sub_(lr * e.sum())
 
     def _export_biases(self) -> None:
         self.user_bias, self.item_bias = self._bu.numpy(), self._bi.numpy()
