@@ -216,7 +216,7 @@ def test_any_valid_file_reads_back(customers: list[int], seed: int, chunk_bytes:
         "rating": rng.integers(1, 6, n),
         "day": rng.integers(-25_567, 47_482, n),  # 1900-01-01 .. 2099-12-31
     }
-    ends = rng.choice(["\n", "\r\n"], size=n + 20)
+    ends = rng.choice(["\n", "\r\n"], size=2 * n + 1)  # at most one movie line per rating
     text = "".join(line + ends[k] for k, line in enumerate(netflix_text(r).splitlines()))
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "combined_data_1.txt"
