@@ -61,10 +61,8 @@ class NCFRecommender(Recommender):
         return rec
 
     def score(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
-        users = np.asarray(user_ids, dtype=np.int64)
-        if users.size and (users.min() < 0 or users.max() >= self.n_users):
-            raise NcfError(f"unknown user index (valid: 0..{self.n_users - 1})")
-        return model_scorer(self.model)(users, np.asarray(item_ids))
+        users, items = self._check(user_ids, item_ids)
+        return model_scorer(self.model)(users, items)
 
     def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         arrays = {f"w.{k}": v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}

@@ -49,6 +49,24 @@ class Recommender(ABC):
     def score(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
         """Scores of ``item_ids[b, c]`` for ``user_ids[b]``, shape ``(B, C)``."""
 
+    def _check(self, user_ids: Any, item_ids: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Validated ``(users (B,), items (B, C))`` int64 arrays for :meth:`score`."""
+        if self._seen is None:
+            raise NcfError(f"{self.name}: model is not fitted")
+        users, items = np.asarray(user_ids), np.asarray(item_ids)
+        if users.dtype.kind not in "iu" or items.dtype.kind not in "iu":
+            raise NcfError("user_ids and item_ids must be integer arrays")
+        if users.ndim != 1 or items.ndim != 2 or items.shape[0] != users.shape[0]:
+            raise NcfError(
+                f"score expects user_ids (B,) and item_ids (B, C); got {users.shape} and "
+                f"{items.shape}"
+            )
+        if users.size and (users.min() < 0 or users.max() >= self.n_users):
+            raise NcfError(f"unknown user index (valid: 0..{self.n_users - 1})")
+        if items.size and (items.min() < 0 or items.max() >= self.n_items):
+            raise NcfError(f"unknown item index (valid: 0..{self.n_items - 1})")
+        return users.astype(np.int64, copy=False), items.astype(np.int64, copy=False)
+
     # recommending ---------------------------------------------------------------
     def recommend(
         self,
