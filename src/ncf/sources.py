@@ -67,8 +67,9 @@ def resolve_training_data(
         synth_ratings: size of the synthetic default (when neither ``data`` nor ``dataset``).
         seed: seeds subsampling, tie-breaking and candidate sampling.
     """
+    from ncf.datasets import detect_format
     from ncf.prepare import parse_count
-    from ncf.storage import is_prepared, load_prepared, prepare_split
+    from ncf.storage import is_prepared, load_split
 
     synthetic = data is None and dataset is None
     if dataset is not None:
@@ -81,16 +82,19 @@ def resolve_training_data(
     path = Path(data)
     if not path.exists():
         raise NcfError(f"{path}: no such file or folder")
-    if is_prepared(path):
-        prepared = load_prepared(path)
-        split, catalog, meta = prepared.split, prepared.catalog, dict(prepared.meta)
-        desc = f"prepared split {path}"
-    else:
-        split, catalog, meta = prepare_split(path, fmt=fmt, ratings=ratings, seed=seed)
-        desc = f"{meta.get('format', fmt or 'detected')} data {path}"
+    options: dict[str, Any] = {}
+    if not is_prepared(path):
+        options = {"fmt": fmt, "ratings": ratings, "seed": seed}
+        if (fmt or detect_format(path)) == "ncf-paper":
+            # The benchmark's test item is each user's latest interaction, larger item id
+            # winning ties: the validation item held out of its train file follows the same
+            # rule, so that model selection sees the distribution the test set has.
+            options["tie_break"] = "item_desc"
+    split, catalog, meta = load_split(path, **options)
     if split.validation is None or split.validation_negatives is None:
         raise NcfError(f"{path}: the split has no validation items (needed to select epochs)")
+    kind = "prepared split" if is_prepared(path) else f"{meta.get('format', 'detected')} data"
     provenance = {"path": str(path.resolve()), "format": meta.get("format", fmt),
                   "ratings": ratings, "seed": seed, "synthetic": synthetic,
                   "dataset": dataset, "prepare": meta}
-    return TrainingData(split, catalog, desc, provenance)
+    return TrainingData(split, catalog, f"{kind} {path}", provenance)

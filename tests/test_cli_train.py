@@ -1,0 +1,135 @@
+"""`ncf train`, `ncf recommend`, `ncf evaluate` end to end on small synthetic data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ncf.cli import main
+from ncf.runs import atomic_write
+
+SMALL = ["--epochs", "2", "--factors", "8", "--batch-size", "512", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained run on a synthetic Netflix-format set written through the default path."""
+    tmp = tmp_path_factory.mktemp("train")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("NCF_CACHE", str(tmp / "cache"))
+    try:
+        assert main(["train", "--synth-ratings", "20k", "--out", str(tmp / "run"), *SMALL]) == 0
+    finally:
+        mp.undo()
+    return tmp / "run"
+
+
+def test_run_directory_holds_everything(run_dir: Path) -> None:
+    for name in ("config.json", "metrics.json", "catalog.npz"):
+        assert (run_dir / name).is_file(), name
+    for model in ("gmf", "mlp", "neumf"):
+        assert (run_dir / "models" / f"{model}.npz").stat().st_size > 0
+        assert (run_dir / "plots" / f"{model}.png").read_bytes()[:4] == b"\x89PNG"
+        rows = (run_dir / "history" / f"{model}.csv").read_text().splitlines()
+        assert rows[0].split(",")[:4] == ["epoch", "loss", "hr", "ndcg"] and len(rows) == 3
+    assert (run_dir / "plots" / "comparison.png").is_file()
+    assert not list(run_dir.rglob("*.tmp"))
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["pipeline"]["neumf"]["optimizer"] == "sgd"
+    assert config["pipeline"]["neumf"]["momentum"] == 0.9
+    assert config["data"]["synthetic"] is True
+
+
+def test_models_learn_far_above_chance(run_dir: Path) -> None:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for model in ("gmf", "mlp", "neumf"):
+        assert metrics[model]["sampled"]["hr"] > 0.3, (model, metrics[model])  # chance: 0.10
+        assert 0 <= metrics[model]["full"]["hr"] <= metrics[model]["sampled"]["hr"]
+        assert metrics[model]["best_epoch"] in (1, 2)
+
+
+def test_evaluate_reproduces_the_saved_metrics(run_dir: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["evaluate", str(run_dir), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    for model in ("gmf", "mlp", "neumf"):
+        assert again[model]["sampled"]["hr"] == pytest.approx(saved[model]["sampled"]["hr"])
+        assert again[model]["full"]["ndcg"] == pytest.approx(saved[model]["full"]["ndcg"])
+
+
+def test_recommend_excludes_seen_and_shows_titles(run_dir: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from ncf.report import load_model
+
+    rec = load_model(run_dir)
+    user_raw = rec.user_raw[3]
+    seen_raw = set(rec.item_raw[rec.seen_items(3)].tolist())
+    assert main(["recommend", str(run_dir), "--user", str(user_raw), "-k", "5", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5]
+    assert not {r["item"] for r in rows} & seen_raw
+    assert all(r["title"] for r in rows)
+    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+    assert main(["recommend", str(run_dir), "--user", str(user_raw), "--include-seen",
+                 "-k", "200", "--json"]) == 0
+    assert {r["item"] for r in json.loads(capsys.readouterr().out)} & seen_raw
+
+
+@pytest.mark.parametrize("args", [["--user", "not-a-user"], ["--user", "1", "--model", "svd"]])
+def test_recommend_errors_are_one_line(run_dir: Path, capsys, args: list[str]) -> None:  # type: ignore[no-untyped-def]
+    assert main(["recommend", str(run_dir), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ncf: error:") and "\n" not in err
+
+
+def test_train_refuses_a_non_empty_run_directory(run_dir: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["train", "--out", str(run_dir), *SMALL]) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_train_on_a_missing_path_is_one_clear_line(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r"), *SMALL]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "nope" in err and "\n" not in err
+
+
+def test_atomic_write_leaves_old_file_or_nothing(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    target = tmp_path / "weights.npz"
+    atomic_write(target, b"old")
+
+    def boom(*a, **k):  # type: ignore[no-untyped-def]
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.replace", boom)
+    with pytest.raises(OSError):
+        atomic_write(target, b"new and bigger")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["weights.npz"]
+
+
+def test_saved_model_is_complete_or_absent(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A run killed while saving weights leaves no half-written model file."""
+    import torch
+
+    from ncf.interactions import Interactions
+    from ncf.models import GMF
+    from ncf.recommend import NCFRecommender
+
+    x = Interactions.from_raw(np.array([1, 1, 2]), np.array([5, 6, 5]))
+    rec = NCFRecommender.from_trained(GMF(2, 2, factors=4), x)
+
+    def killed(*a, **k):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", killed)
+    with pytest.raises(KeyboardInterrupt):
+        rec.save(tmp_path / "gmf.npz")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    rec.save(tmp_path / "gmf.npz")
+    back = NCFRecommender.load(tmp_path / "gmf.npz")
+    u, i = np.array([0, 1]), np.array([[0, 1], [1, 0]])
+    np.testing.assert_allclose(back.score(u, i), rec.score(u, i))
+    assert torch.equal(back.model.user.weight, rec.model.user.weight)
