@@ -31,14 +31,25 @@ import numpy as np
 from ncf.errors import NcfError
 
 
-def new_run_dir(out: str | Path | None, base: str | Path = "runs") -> Path:
-    """Create (or reuse, when empty) the run directory; a fresh timestamped one by default."""
+def plan_run_dir(out: str | Path | None, base: str | Path = "runs") -> Path:
+    """The run directory to use (a fresh timestamped one by default), checked but not created."""
     if out is None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         out = Path(base) / f"run-{stamp}"
     path = Path(out)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise NcfError(f"{path}: the run directory exists and is not empty; choose another --out")
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise NcfError(f"{path}: cannot create the run directory ({parent} is not writable)")
+    return path
+
+
+def new_run_dir(out: str | Path | None, base: str | Path = "runs") -> Path:
+    """Create (or reuse, when empty) the run directory; a fresh timestamped one by default."""
+    path = plan_run_dir(out, base)
     try:
         for sub in ("history", "models", "plots"):
             (path / sub).mkdir(parents=True, exist_ok=True)

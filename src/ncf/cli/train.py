@@ -32,7 +32,9 @@ def register(sub: Any) -> None:
     p.add_argument("--factors", type=int, default=32, help="predictive factors")
     p.add_argument("--layers", type=int, default=3, help="MLP hidden layers")
     p.add_argument("--epochs", type=int, default=20, help="maximum epochs of every stage")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="samples per step (default: 256, the paper's, while an epoch has at most "
+                   "~2,000 steps; larger data get the power of two that keeps it near 2,000)")
     p.add_argument("--lr", type=float, default=0.001, help="Adam learning rate of GMF and MLP")
     p.add_argument("--negatives", type=int, default=4, help="sampled negatives per positive")
     p.add_argument("--no-pretrain", action="store_true",
@@ -42,7 +44,7 @@ def register(sub: Any) -> None:
                    "pre-training), the paper's plain SGD, or Adam (default without)")
     p.add_argument("--finetune-lr", type=float, help="learning rate of the NeuMF stage")
     p.add_argument("--alpha", type=float, default=0.5, help="GMF weight in the fused output")
-    p.add_argument("--early-stopping", type=int, default=None,
+    p.add_argument("--early-stopping", type=int, default=8,
                    help="stop a stage after N epochs without better validation HR@10")
     p.add_argument("--full-ranking-users", type=int, default=10_000,
                    help="users sampled for full-ranking metrics (0: all)")
@@ -72,6 +74,15 @@ def register(sub: Any) -> None:
     r.set_defaults(run=cmd_recommend)
 
 
+def auto_batch_size(n_positives: int, n_negatives: int, steps: int = 2000) -> int:
+    """256 (the paper's) unless an epoch would exceed ~``steps`` steps; then a power of two."""
+    samples = n_positives * (1 + n_negatives)
+    batch = 256
+    while samples / batch > steps * 1.5 and batch < 16384:
+        batch *= 2
+    return batch
+
+
 def set_threads(threads: int | None, batch_size: int) -> int:
     """Pick the torch thread count on purpose: tiny batches lose to thread hand-offs."""
     import torch
@@ -97,8 +108,9 @@ class _Progress:
         width = 30
         fill = int(width * done / total)
         e = self.epoch[stage] + 1
-        sys.stderr.write(f"\r{stage:5s} epoch {e:3d}/{self.epochs} [{'#' * fill}{'.' * (width - fill)}]"
-                         f" {100 * done // total:3d}%")
+        bar = "#" * fill + "." * (width - fill)
+        pct = 100 * done // total
+        sys.stderr.write(f"\r{stage:5s} epoch {e:3d}/{self.epochs} [{bar}] {pct:3d}%")
         sys.stderr.flush()
 
     def line(self, stage: str, r: Any) -> None:
@@ -112,15 +124,15 @@ class _Progress:
               f"{r.seconds:.1f}s (+{r.eval_seconds:.2f}s eval)", flush=True)
 
 
-def _pipeline_config(args: argparse.Namespace) -> Any:
+def _pipeline_config(args: argparse.Namespace, batch_size: int) -> Any:
     from ncf.pipeline import FINETUNE_PRESETS, PipelineConfig
     from ncf.training import TrainConfig
 
-    stage = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+    stage = TrainConfig(epochs=args.epochs, batch_size=batch_size, lr=args.lr,
                         n_negatives=args.negatives, early_stopping=args.early_stopping,
                         device=args.device)
     preset = args.finetune or ("adam" if args.no_pretrain else "tuned")
-    neumf = replace(FINETUNE_PRESETS[preset], epochs=args.epochs, batch_size=args.batch_size,
+    neumf = replace(FINETUNE_PRESETS[preset], epochs=args.epochs, batch_size=batch_size,
                     n_negatives=args.negatives, early_stopping=args.early_stopping,
                     device=args.device)
     if args.finetune_lr is not None:
@@ -134,14 +146,12 @@ def _pipeline_config(args: argparse.Namespace) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ncf.report import print_table, recommend_lines, save_run
-    from ncf.runs import new_run_dir
+    from ncf.runs import new_run_dir, plan_run_dir
     from ncf.sources import resolve_training_data
 
     if args.factors < 2 or args.factors % 2:
         raise NcfError(f"--factors must be an even number >= 2, got {args.factors}")
-    config, preset = _pipeline_config(args)
-    run_dir = new_run_dir(args.out)
-    threads = set_threads(args.threads, args.batch_size)
+    run_dir = plan_run_dir(args.out)  # checked now, created once the data are ready
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     t0 = time.perf_counter()
     data = resolve_training_data(
@@ -149,10 +159,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         synth_ratings=args.synth_ratings, seed=args.seed, say=say,
     )
     split = data.split
+    batch_size = args.batch_size or auto_batch_size(len(split.train), args.negatives)
+    config, preset = _pipeline_config(args, batch_size)
+    threads = set_threads(args.threads, batch_size)
+    run_dir = new_run_dir(run_dir)
     say(f"data: {data.description}")
     say(f"      {split.train.n_users:,} users, {split.train.n_items:,} items, "
         f"{len(split.train):,} train / {len(split.test):,} test interactions "
-        f"({time.perf_counter() - t0:.1f}s); {threads} torch thread(s)")
+        f"({time.perf_counter() - t0:.1f}s); batch {batch_size}, {threads} torch thread(s)")
     from ncf.pipeline import run_pipeline
 
     progress = _Progress(args.quiet, args.epochs)
