@@ -1,8 +1,8 @@
 """Train / validation / test splits (leave-one-out) and their evaluation candidates.
 
-Every split is vectorised: the held-out row of each user is found with two
-``np.maximum.at`` passes over a per-row recency key (timestamp, then the tie rule),
-with no sort and no per-user loop (10M interactions in about 1-2 s on one core).
+Every split is vectorised: the held-out row of each user is found with one
+``np.maximum.at`` pass over the times and one pass for the rows at each user's latest
+time; the tie rule then sorts only those few candidates. No per-row key, no per-user loop.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 
 from ncf.errors import NcfError
 from ncf.interactions import Interactions
-from ncf.sampling import KeySet, dense_rank, sample_candidates, sorted_unique
+from ncf.sampling import KeySet, sample_candidates, sorted_unique
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,46 +44,79 @@ TieBreak = Literal["random", "item_desc", "item_asc", "order"]
 _TIE_BREAKS = ("random", "item_desc", "item_asc", "order")
 
 
-def _recency(x: Interactions, tie_break: str, seed: int) -> np.ndarray:
-    """int64 per row, larger = later: timestamp in the high bits, the tie rule below.
+_STEP = 1 << 22  # rows per slice: temporaries stay small at any size
 
-    Rows left equal (same timestamp under ``"order"``, or duplicate keys) are resolved
-    by :func:`_latest_rows` in favour of the later row.
-    """
+
+def _check_tie_break(tie_break: str) -> None:
     if tie_break not in _TIE_BREAKS:
         raise NcfError(f"tie_break must be one of {', '.join(_TIE_BREAKS)}; got {tie_break!r}")
-    n = len(x)
-    if x.timestamps is None:
-        t, tie_break = np.zeros(n, dtype=np.int64), "random"
-    else:
-        t = x.timestamps - x.timestamps.min()
-    if tie_break == "order":
-        return t
-    if tie_break == "random":
-        bits = 31
-        tie = np.random.default_rng(seed).integers(0, 2**bits, size=n, dtype=np.int32)
-    else:
-        bits = max(1, (x.n_items - 1).bit_length())
-        tie = x.item_ids if tie_break == "item_desc" else x.n_items - 1 - x.item_ids
-    if n and int(t.max()).bit_length() + bits > 62:  # very wide time span: use time ranks
-        t = dense_rank(t)
-    np.left_shift(t, bits, out=t)
-    np.bitwise_or(t, tie, out=t)
-    return t
 
 
-def _latest_rows(users: np.ndarray, recency: np.ndarray, n_users: int) -> np.ndarray:
-    """Row of each user's largest ``recency`` (``< 0``: not eligible), ascending by user.
+def latest_rows(
+    users: np.ndarray,
+    times: np.ndarray | None,
+    items: np.ndarray,
+    n_users: int,
+    skip: np.ndarray | None = None,
+    tie_break: str = "random",
+    seed: int = 0,
+) -> np.ndarray:
+    """Row of each user's latest interaction, ascending by user (users without one: none).
 
-    Equal recencies go to the later row. Two ``np.maximum.at`` passes, no sort.
+    One ``np.maximum.at`` pass finds each user's latest time, a second pass the rows at
+    that time; only those candidates (a few per user) meet the tie rule (see
+    :func:`leave_one_out`; ``"order"``: the later row). Works in slices, so the memory
+    beyond the inputs is a few bytes per user; no per-row key is built.
+
+    Args:
+        users: int dense user of each row, shape ``(n,)``.
+        times: any integer time of each row (seconds, days), or ``None``: all rows tie.
+        items: int dense item of each row (for the ``item_*`` rules).
+        n_users: number of users.
+        skip: bool, shape ``(n,)``: rows that may not be picked, or ``None``.
+        tie_break: ``"random"``, ``"item_desc"``, ``"item_asc"`` or ``"order"``.
+        seed: seed of the random rule.
+
+    Returns:
+        int64 row indices, one per user that has an eligible row, ascending by user.
     """
-    best = np.full(n_users, -1, dtype=np.int64)
-    np.maximum.at(best, users, recency)
-    cand = np.flatnonzero(recency == best[users])
-    cand = cand[recency[cand] >= 0]
-    row = np.full(n_users, -1, dtype=np.int64)
-    np.maximum.at(row, users[cand], cand)
-    return row[row >= 0]
+    _check_tie_break(tie_break)
+    n = len(users)
+    parts = [slice(a, min(a + _STEP, n)) for a in range(0, n, _STEP)]
+    if times is None:
+        times = np.zeros(n, dtype=np.int8)
+    low = np.iinfo(times.dtype).min
+    best = np.full(n_users, low, dtype=times.dtype)
+    has = np.zeros(n_users, dtype=bool)
+    for s in parts:
+        t = times[s] if skip is None else np.where(skip[s], low, times[s])
+        np.maximum.at(best, users[s], t)
+        has[users[s] if skip is None else users[s][~skip[s]]] = True
+    found = []
+    for s in parts:
+        u = users[s]
+        hit = (times[s] == best[u]) & has[u]
+        if skip is not None:
+            hit &= ~skip[s]
+        found.append(np.flatnonzero(hit) + s.start)
+    cand = np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+    cu = users[cand]
+    if tie_break == "random":
+        key = np.random.default_rng(seed).integers(0, 2**62, size=len(cand))
+    elif tie_break == "order":
+        key = np.zeros(len(cand), dtype=np.int64)
+    else:
+        key = items[cand].astype(np.int64)
+        if tie_break == "item_asc":
+            np.negative(key, out=key)
+    order = np.lexsort((cand, key, cu))  # last of each user: largest key, then later row
+    cu = cu[order]
+    last = np.r_[cu[1:] != cu[:-1], True] if len(cu) else np.zeros(0, dtype=bool)
+    return cand[order[last]].astype(np.int64)
+
+
+def _user_rows(x: Interactions, skip: np.ndarray | None, tie_break: str, seed: int) -> np.ndarray:
+    return latest_rows(x.user_ids, x.timestamps, x.item_ids, x.n_users, skip, tie_break, seed)
 
 
 def _held_out(x: Interactions, *row_sets: np.ndarray) -> Interactions:
@@ -130,17 +163,17 @@ def leave_one_out(
     min_interactions = need if min_interactions is None else min_interactions
     if min_interactions < need:
         raise NcfError(f"min_interactions must be >= {need} to keep a train item per user")
-    recency = _recency(x, tie_break, seed)
+    _check_tie_break(tie_break)
     small = x.user_counts() < min_interactions
-    if small.any():
-        recency[small[x.user_ids]] = -1
-    test_rows = _latest_rows(x.user_ids, recency, x.n_users)
+    skip = small[x.user_ids] if small.any() else None
+    test_rows = _user_rows(x, skip, tie_break, seed)
     if not len(test_rows):
         raise NcfError(f"no user has {min_interactions} interactions: nothing to evaluate")
     val_rows = np.zeros(0, dtype=np.int64)
     if validation:
-        recency[test_rows] = -1
-        val_rows = _latest_rows(x.user_ids, recency, x.n_users)
+        skip = np.zeros(len(x), dtype=bool) if skip is None else skip
+        skip[test_rows] = True
+        val_rows = _user_rows(x, skip, tie_break, seed + 1)
     meta = {"method": "leave_one_out", "tie_break": tie_break, "seed": seed,
             "min_interactions": min_interactions, "timestamps": x.timestamps is not None}
     return Split(
@@ -184,11 +217,10 @@ def split_by_mask(
     test_rows = test_rows[np.argsort(x.user_ids[test_rows], kind="stable")]
     val_rows = np.zeros(0, dtype=np.int64)
     if validation:
-        recency = _recency(x, tie_break, seed)
-        recency[mask] = -1
+        _check_tie_break(tie_break)
         train_counts = np.bincount(x.user_ids[~mask], minlength=x.n_users)
-        recency[train_counts[x.user_ids] < 2] = -1
-        val_rows = _latest_rows(x.user_ids, recency, x.n_users)
+        skip = mask | (train_counts < 2)[x.user_ids]
+        val_rows = _user_rows(x, skip, tie_break, seed)
     meta = {"method": "split_by_mask", "tie_break": tie_break, "seed": seed}
     return Split(
         train=_held_out(x, test_rows, val_rows),
@@ -229,9 +261,9 @@ def holdout_validation(
     if split.validation is not None:
         raise NcfError("the split already has a validation set")
     train = split.train
-    recency = _recency(train, tie_break, seed)
-    recency[train.user_counts()[train.user_ids] < 2] = -1
-    val_rows = _latest_rows(train.user_ids, recency, train.n_users)
+    _check_tie_break(tie_break)
+    small = train.user_counts() < 2
+    val_rows = _user_rows(train, small[train.user_ids] if small.any() else None, tie_break, seed)
     val = train.subset(val_rows)
     negatives = None
     if n_negatives:

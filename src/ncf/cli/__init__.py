@@ -12,6 +12,7 @@ from ncf.errors import NcfError
 def build_parser() -> argparse.ArgumentParser:
     """The full `ncf` argument parser (sub-commands register themselves)."""
     from ncf.cli import data as data_cmd
+    from ncf.cli import experiment as experiment_cmd
     from ncf.cli import train as train_cmd
 
     parser = argparse.ArgumentParser(
@@ -20,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     data_cmd.register(sub)
     train_cmd.register(sub)
+    experiment_cmd.register(sub)
     return parser
 
 

@@ -8,15 +8,19 @@ end (the tail ``,R,YYYY-MM-DD`` is 13 bytes), so memory stays bounded by the blo
 
 from __future__ import annotations
 
+import os
 import re
 import tarfile
+from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 
+from ncf.arrays import dense_rank
 from ncf.datasets._common import SECONDS_PER_DAY, days_from_civil, existing, valid_dates
 from ncf.errors import DataError
 from ncf.interactions import Interactions
@@ -56,6 +60,7 @@ class _Piece:
     first_line: int
     file_start: bool
     padded: np.ndarray | None = None  # pad + data, when the reader already laid it out so
+    source: int = 0  # index of the file (or archive) it comes from
 
 
 # sources ----------------------------------------------------------------------------
@@ -92,21 +97,22 @@ def _numeric_key(path: Path | str) -> tuple[int, str]:
 def _file_pieces(path: Path, chunk_bytes: int) -> Iterator[_Piece]:
     """Cut one file into pieces of at most ``chunk_bytes`` ending at a newline.
 
-    Small files are read whole. Big ones are read into one reused buffer that already holds
-    the pad, so a piece is parsed without a copy; it must be parsed before the next one is
-    asked for (``_blocks`` yields such pieces alone, at once).
+    Small files are read whole. Big ones are read block by block, each into its own
+    buffer that already holds the pad, so a piece is parsed without a copy and several
+    pieces can be parsed at once.
     """
     if path.stat().st_size <= chunk_bytes:
         yield _bytes_piece(str(path), path.read_bytes())
         return
     pad = len(_PAD)
-    store = bytearray(pad + chunk_bytes + 1)  # + 1: room for a missing final newline
-    store[:pad] = _PAD
-    view = memoryview(store)
     with open(path, "rb") as f:
-        filled, line, first = pad, 1, True
+        tail, line, first = b"", 1, True
         while True:
-            end = filled + f.readinto(view[filled : pad + chunk_bytes])
+            store = bytearray(pad + chunk_bytes + 1)  # + 1: room for a missing final newline
+            store[:pad] = _PAD
+            filled = pad + len(tail)
+            store[pad:filled] = tail
+            end = filled + f.readinto(memoryview(store)[filled : pad + chunk_bytes])
             if end == filled:  # end of file
                 if end > pad:  # last line without a newline
                     store[end] = 10
@@ -120,13 +126,13 @@ def _file_pieces(path: Path, chunk_bytes: int) -> Iterator[_Piece]:
                         path=path,
                         line=line,
                     )
-                filled = end
+                tail = bytes(store[pad:end])
                 continue
-            yield _streamed(path, store, cut, line, first)
+            tail = bytes(store[cut:end])
+            piece = _streamed(path, store, cut, line, first)
             line += store.count(b"\n", pad, cut)
             first = False
-            store[pad : pad + end - cut] = view[cut:end]
-            filled = pad + end - cut
+            yield piece
 
 
 def _streamed(path: Path, store: bytearray, end: int, line: int, first: bool) -> _Piece:
@@ -158,11 +164,13 @@ def _tar_pieces(path: Path) -> Iterator[_Piece]:
 
 
 def _pieces(sources: list[Path], chunk_bytes: int) -> Iterator[_Piece]:
-    for src in sources:
+    for i, src in enumerate(sources):
         if src.suffix == ".tar" or src.name.endswith((".tar.gz", ".tgz")):
-            yield from _tar_pieces(src)
+            pieces = _tar_pieces(src)
         else:
-            yield from _file_pieces(src, chunk_bytes)
+            pieces = _file_pieces(src, chunk_bytes)
+        for piece in pieces:
+            yield replace(piece, source=i)
 
 
 def _blocks(pieces: Iterator[_Piece], chunk_bytes: int) -> Iterator[list[_Piece]]:
@@ -170,7 +178,7 @@ def _blocks(pieces: Iterator[_Piece], chunk_bytes: int) -> Iterator[list[_Piece]
     group: list[_Piece] = []
     size = 0
     for p in pieces:
-        if p.padded is not None:  # a part of a big file: alone, and parsed before reading on
+        if p.padded is not None:  # a part of a big file: a block of its own
             if group:
                 yield group
                 group, size = [], 0
@@ -298,10 +306,16 @@ def _parse_ratings(
     return customer, rating, days, ok & ok_customer
 
 
-def _parse_block(pieces: list[_Piece], carry: int) -> tuple[NetflixChunk, int]:
-    """Parse one block; ``carry`` is the movie id still open from the previous block (-1: none).
+_OPEN = -2  # movie of the rows before a block's first movie line: the previous block's
 
-    Returns the chunk and the movie id open at the end of the block.
+
+def _parse_block(pieces: list[_Piece]) -> tuple[NetflixChunk, int, int]:
+    """Parse one block, independently of the others (so blocks can be parsed in parallel).
+
+    Returns ``(chunk, lead, last)``: the rows before the block's first ``MovieID:`` line
+    (``lead`` of them, unless the block starts a file) carry movie ``_OPEN`` until the
+    caller fills in the previous block's open movie; ``last`` is the movie open at the end
+    of the block (``_OPEN`` if the block holds no movie line).
     """
     if len(pieces) == 1 and pieces[0].padded is not None:
         buf = pieces[0].padded
@@ -320,20 +334,23 @@ def _parse_block(pieces: list[_Piece], carry: int) -> tuple[NetflixChunk, int]:
     piece_starts = np.cumsum([len(_PAD)] + [len(p.data) for p in pieces])[:-1]
     resets = np.searchsorted(starts, piece_starts[[p.file_start for p in pieces]])
     movie_of = np.full(len(starts) + 1, -1, dtype=np.int32)
-    movie_of[0] = carry
+    movie_of[0] = -1 if pieces[0].file_start else _OPEN
     movie_of[m_idx + 1] = movie_ids
-    mark = np.zeros(len(starts), dtype=np.int64)
+    mark = np.zeros(len(starts), dtype=np.int32 if len(starts) < 2**31 - 1 else np.int64)
     mark[resets] = resets + 1
     mark[m_idx] = m_idx + 1
     np.maximum.accumulate(mark, out=mark)
     movie = movie_of[mark[r_idx]]
 
-    if not (ok.all() and ok_movie.all() and (movie >= 0).all()):
-        i = int(np.concatenate([r_idx[~ok | (movie < 0)], m_idx[~ok_movie]]).min())
-        has_movie = bool(movie_of[mark[i]] >= 0)
+    if not (ok.all() and ok_movie.all() and (movie != -1).all()):
+        i = int(np.concatenate([r_idx[~ok | (movie == -1)], m_idx[~ok_movie]]).min())
+        has_movie = bool(movie_of[mark[i]] != -1)
         _raise_at(buf, pieces, piece_starts, (starts, ends, nl), i, has_movie)
-    new_carry = int(movie_of[mark[-1]]) if len(mark) else carry
-    return NetflixChunk(movie, customer, rating, day), new_carry
+    lead = int(np.searchsorted(r_idx, m_idx[0])) if len(m_idx) else len(r_idx)
+    if pieces[0].file_start:
+        lead = 0
+    last = int(movie_of[mark[-1]]) if len(mark) else _OPEN
+    return NetflixChunk(movie, customer, rating, day), lead, last
 
 
 def _raise_at(
@@ -372,63 +389,274 @@ def _diagnose(text: str, has_movie: bool) -> str:
 
 
 # public API -------------------------------------------------------------------------
+def _parsed_blocks(
+    blocks: Iterator[list[_Piece]], threads: int
+) -> Iterator[tuple[NetflixChunk, int, int, bool]]:
+    """``(chunk, lead, last, file_start)`` of every block, in order; parsed on ``threads``.
+
+    numpy releases the GIL in its array operations, so blocks parse in parallel while
+    this thread reads the next ones; a few blocks are in flight at most.
+    """
+    if threads <= 1:
+        for block in blocks:
+            yield (*_parse_block(block), block[0].file_start)
+        return
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ncf-parse")
+    pending: deque[tuple[Future[tuple[NetflixChunk, int, int]], bool]] = deque()
+    try:
+        for block in blocks:
+            pending.append((pool.submit(_parse_block, block), block[0].file_start))
+            if len(pending) > 2 * threads:
+                future, start = pending.popleft()
+                yield (*future.result(), start)
+        while pending:
+            future, start = pending.popleft()
+            yield (*future.result(), start)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def default_threads() -> int:
+    """Parser threads: 2 where the process may use two cores or more, else 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return 2 if cores >= 2 else 1
+
+
 def iter_netflix_chunks(
-    paths: str | Path | Iterable[str | Path], chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    paths: str | Path | Iterable[str | Path],
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    threads: int | None = None,
 ) -> Iterator[NetflixChunk]:
     """Stream the ratings of Netflix Prize files in blocks of about ``chunk_bytes``.
 
     Args:
         paths: see :func:`netflix_sources` (files are read in that order).
-        chunk_bytes: block size; memory use is a small multiple of it.
+        chunk_bytes: block size; memory use is a small multiple of it (times ``threads``).
+        threads: blocks parsed at once (default :func:`default_threads`).
 
     Returns:
         An iterator of :class:`NetflixChunk` (raw ids, int8 ratings, int32 days).
     """
+    for chunk, _ in _chunks_with_sources(netflix_sources(paths), chunk_bytes, threads):
+        yield chunk
+
+
+def _chunks_with_sources(
+    sources: list[Path], chunk_bytes: int, threads: int | None
+) -> Iterator[tuple[NetflixChunk, int]]:
+    """Every non-empty chunk with the index of the file it came from (its first piece's)."""
     if chunk_bytes < 64:
         raise ValueError("chunk_bytes must be at least 64")
+    threads = default_threads() if threads is None else max(1, int(threads))
+    names: deque[int] = deque()
+
+    def blocks() -> Iterator[list[_Piece]]:
+        for block in _blocks(_pieces(sources, chunk_bytes), chunk_bytes):
+            names.append(block[0].source)
+            yield block
+
     carry = -1
-    pieces = _pieces(netflix_sources(paths), chunk_bytes)
-    for block in _blocks(pieces, chunk_bytes):
-        if block[0].file_start:
+    for chunk, lead, last, file_start in _parsed_blocks(blocks(), threads):
+        name = names.popleft()
+        if file_start:
             carry = -1
-        chunk, carry = _parse_block(block, carry)
+        if lead:
+            chunk.movie[:lead] = carry  # the block before ended inside this movie
+        if last != _OPEN:
+            carry = last
         if len(chunk):
-            yield chunk
+            yield chunk, name
+
+
+@dataclass(frozen=True, eq=False)
+class NetflixColumns:
+    """Every rating of a Netflix Prize set, ids made dense, in compact arrays.
+
+    Args:
+        users: int32 dense user indices (customers by ascending raw id), shape ``(n,)``.
+        items: int32 dense item indices (movies by ascending raw id), shape ``(n,)``.
+        rating: int8 ratings 1..5, shape ``(n,)``.
+        day: int32 days since 1970-01-01, shape ``(n,)``.
+        user_raw: int64 customer id of every dense user.
+        item_raw: int64 movie id of every dense item.
+        sources: the files read, in order.
+        source_rows: rows read from each of ``sources`` (an ``mv_`` archive counts as one).
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    rating: np.ndarray
+    day: np.ndarray
+    user_raw: np.ndarray
+    item_raw: np.ndarray
+    sources: list[str]
+    source_rows: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def source_of(self, row: int) -> str:
+        """The file that row ``row`` was read from."""
+        ends = np.cumsum(self.source_rows)
+        return self.sources[int(np.searchsorted(ends, row, side="right"))]
+
+
+class _Store:
+    """Growable parallel columns, written block by block: no list of chunks, no concatenation.
+
+    The capacity starts at an upper bound of the row count (bytes / shortest line), so it
+    rarely grows; the pages past the rows written are never touched, so never resident.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.n = 0
+        self.cols = {name: np.empty(max(capacity, 1), dtype=t) for name, t in _STORE_TYPES}
+
+    def append(self, chunk: NetflixChunk) -> None:
+        m = len(chunk)
+        if self.n + m > len(self.cols["customer"]):
+            size = max(self.n + m, 2 * len(self.cols["customer"]))
+            for name, col in self.cols.items():
+                grown = np.empty(size, dtype=col.dtype)
+                grown[: self.n] = col[: self.n]
+                self.cols[name] = grown
+        for name, col in self.cols.items():
+            col[self.n : self.n + m] = getattr(chunk, name)
+        self.n += m
+
+    def column(self, name: str) -> np.ndarray:
+        return self.cols[name][: self.n]
+
+
+_STORE_TYPES = (("customer", np.int32), ("movie", np.int32), ("rating", np.int8),
+                ("day", np.int32))
+_SHORTEST_LINE = 14  # "C,R,YYYY-MM-DD" without its newline
+
+
+def _capacity(sources: list[Path]) -> int:
+    total = 0
+    for src in sources:
+        size = src.stat().st_size
+        total += size * (8 if src.name.endswith((".gz", ".tgz")) else 1) // _SHORTEST_LINE + 1
+    return total
+
+
+def _slices(n: int, step: int = 1 << 22) -> list[slice]:
+    return [slice(a, min(a + step, n)) for a in range(0, n, step)]
+
+
+def _run(threads: int, fn: Any, items: list[Any]) -> None:
+    """``fn`` on every item, on ``threads`` threads (numpy work: the GIL is released)."""
+    if threads <= 1 or len(items) <= 1:
+        for item in items:
+            fn(item)
+        return
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ncf-map") as pool:
+        for _ in pool.map(fn, items):
+            pass
+
+
+def _densify(raw: np.ndarray, threads: int) -> np.ndarray:
+    """Replace raw ids by dense ``0..k-1`` in place (ascending raw id); return the raw ids.
+
+    Non-negative ids of moderate size use a presence table and a lookup, in parallel
+    slices; others fall back to a sort.
+    """
+    if not raw.size:
+        return np.zeros(0, dtype=np.int64)
+    top, low = int(raw.max()), int(raw.min())
+    if low < 0 or top > 8 * raw.size + 1_000_000:
+        rank = dense_rank(raw)
+        uniques = np.empty(int(rank.max()) + 1, dtype=np.int64)
+        uniques[rank] = raw
+        raw[:] = rank
+        return uniques
+    present = np.zeros(top + 1, dtype=bool)
+    parts = _slices(raw.size)
+
+    def mark(s: slice) -> None:
+        present[raw[s]] = True  # every thread writes True: no conflict
+
+    _run(threads, mark, parts)
+    uniques = np.flatnonzero(present)
+    lookup = np.zeros(top + 1, dtype=raw.dtype)
+    lookup[uniques] = np.arange(uniques.size, dtype=raw.dtype)
+
+    def remap(s: slice) -> None:
+        raw[s] = lookup[raw[s]]
+
+    _run(threads, remap, parts)
+    return uniques.astype(np.int64)
+
+
+def read_netflix_columns(
+    paths: str | Path | Iterable[str | Path],
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    threads: int | None = None,
+) -> NetflixColumns:
+    """Read Netflix Prize ratings into compact columns (13 bytes per rating), ids made dense.
+
+    Memory stays at the columns plus a few blocks: the blocks are parsed on ``threads``
+    threads and copied straight into the columns, then ids are renumbered in place.
+
+    Args:
+        paths: a file, a folder, a tar archive or a list of them (see :func:`netflix_sources`).
+        chunk_bytes: bytes parsed at a time.
+        threads: parser threads (default :func:`default_threads`).
+
+    Returns:
+        :class:`NetflixColumns`, rows in file order.
+    """
+    files = netflix_sources(paths)
+    threads = default_threads() if threads is None else max(1, int(threads))
+    store = _Store(_capacity(files))
+    sources = [str(p) for p in files]
+    rows = np.zeros(len(files), dtype=np.int64)
+    for chunk, source in _chunks_with_sources(files, chunk_bytes, threads):
+        store.append(chunk)
+        rows[source] += len(chunk)
+    if not store.n:
+        raise DataError("no ratings found", path=", ".join(sources))
+    users, items = store.column("customer"), store.column("movie")
+    user_raw = _densify(users, threads)
+    item_raw = _densify(items, threads)
+    return NetflixColumns(users, items, store.column("rating"), store.column("day"), user_raw,
+                          item_raw, sources, rows)
 
 
 def read_netflix(
-    paths: str | Path | Iterable[str | Path], chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    paths: str | Path | Iterable[str | Path],
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    threads: int | None = None,
 ) -> Interactions:
     """Read Netflix Prize ratings (``combined_data_*.txt``, ``mv_*.txt``, ``training_set.tar``).
 
     Args:
         paths: a file, a folder, a tar archive or a list of them (see :func:`netflix_sources`).
         chunk_bytes: bytes parsed at a time.
+        threads: parser threads (default :func:`default_threads`).
 
     Returns:
         Interactions: users are customers, items are movies, ratings 1..5, timestamps at
         midnight UTC of the rating date.
     """
-    files = netflix_sources(paths)
-    parts: dict[str, list[np.ndarray]] = {"customer": [], "movie": [], "rating": [], "day": []}
-    for chunk in iter_netflix_chunks(files, chunk_bytes):
-        for name, arrays in parts.items():
-            arrays.append(getattr(chunk, name))
-    sources = [str(p) for p in files]
-    if not parts["movie"]:
-        raise DataError("no ratings found", path=", ".join(sources))
+    c = read_netflix_columns(paths, chunk_bytes, threads)
+    threads = default_threads() if threads is None else max(1, int(threads))
+    ratings = np.empty(len(c), dtype=np.float32)
+    timestamps = np.empty(len(c), dtype=np.int64)
 
-    def take(name: str) -> np.ndarray:  # concatenate one field and free its pieces
-        out = np.concatenate(parts[name])
-        parts[name].clear()
-        return out
+    def convert(s: slice) -> None:
+        ratings[s] = c.rating[s]
+        np.multiply(c.day[s], SECONDS_PER_DAY, out=timestamps[s], dtype=np.int64)
 
-    return Interactions.from_raw(
-        take("customer"),
-        take("movie"),
-        ratings=take("rating").astype(np.float32),
-        timestamps=np.multiply(take("day"), SECONDS_PER_DAY, dtype=np.int64),
-        meta={"format": "netflix", "sources": sources},
+    _run(threads, convert, _slices(len(c)))
+    return Interactions(
+        user_ids=c.users, item_ids=c.items, ratings=ratings, timestamps=timestamps,
+        n_users=len(c.user_raw), n_items=len(c.item_raw), user_raw=c.user_raw,
+        item_raw=c.item_raw, meta={"format": "netflix", "sources": c.sources},
     )
 
 

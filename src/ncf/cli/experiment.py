@@ -1,0 +1,103 @@
+"""`ncf experiment NAME`: one of the paper's studies, resumable, written as a report folder."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from ncf.errors import NcfError
+
+DEFAULT_EPOCHS = 10
+QUICK_EPOCHS = 2
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        msg = f"expected comma-separated integers, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(x.strip().lower() for x in text.split(",") if x.strip())
+
+
+def register(sub: Any) -> None:
+    """Add `ncf experiment` to the top-level parser."""
+    from ncf.experiments import ALL_MODELS, PRESETS
+
+    presets = "; ".join(f"{p.name}: {p.title}" for p in PRESETS.values())
+    p = sub.add_parser(
+        "experiment", help="run one of the paper's studies and write a report folder",
+        description=f"Presets: {presets}. Every cell (model, setting, seed) is stored once; "
+        "running again computes only missing cells.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("name", choices=list(PRESETS), help="the study")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--data", help="ratings file or folder (format detected), e.g. the "
+                     "paper's ml-100k.train.rating; default: a synthetic Netflix-format set")
+    src.add_argument("--dataset", help="download a public data set (ml-100k, ml-1m, ...)")
+    p.add_argument("--format", help="force the input format instead of detecting it")
+    p.add_argument("--ratings", help="subsample to N ratings (e.g. 1M), whole users at random")
+    p.add_argument("--synth-ratings", default="1M", help="size of the default synthetic set")
+    p.add_argument("--data-seed", type=int, default=0,
+                   help="seed of subsampling, tie-breaking and evaluation candidates")
+    p.add_argument("--out", help="report folder (default: reports/NAME-DATA)")
+    p.add_argument("--cells", help="folder of cell results (default: OUT/cells); share it "
+                   "between experiments to reuse common cells")
+    p.add_argument("--seeds", type=_ints, default=(0, 1, 2), help="model seeds, e.g. 0,1,2")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"maximum epochs per NCF stage (default {DEFAULT_EPOCHS}, "
+                   f"{QUICK_EPOCHS} with --quick; the full pipeline uses 20)")
+    p.add_argument("--factors", type=_ints, default=None,
+                   help="predictive factors to run, e.g. 8,16 (default: the preset's)")
+    p.add_argument("--models", type=_names, default=None,
+                   help=f"models to run, comma-separated, from: {', '.join(ALL_MODELS)}")
+    p.add_argument("--quick", action="store_true", help="smoke run: one seed, one factor "
+                   "size, two points per sweep and grid, fast baselines only")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--full-ranking-users", type=int, default=10_000,
+                   help="users sampled for full-ranking metrics (0: all)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 "
+                   "for small batches)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(run=cmd_experiment)
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from ncf.cli.train import set_threads
+    from ncf.experiments import ExperimentOptions, data_name, run_experiment
+    from ncf.sources import resolve_training_data
+
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    epochs = args.epochs if args.epochs is not None else (
+        QUICK_EPOCHS if args.quick else DEFAULT_EPOCHS)
+    seeds = args.seeds[:1] if args.quick else args.seeds
+    if args.batch_size < 1:
+        raise NcfError(f"--batch-size must be positive, got {args.batch_size}")
+    options = ExperimentOptions(
+        seeds=tuple(seeds), epochs=epochs, factors=args.factors, models=args.models,
+        quick=args.quick, batch_size=args.batch_size,
+        full_ranking_users=args.full_ranking_users or None, device=args.device,
+    )
+    threads = set_threads(args.threads, args.batch_size)
+    t0 = time.perf_counter()
+    data = resolve_training_data(
+        data=args.data, dataset=args.dataset, fmt=args.format, ratings=args.ratings,
+        synth_ratings=args.synth_ratings, seed=args.data_seed, say=say,
+    )
+    name = data_name(args.data, args.dataset)
+    out = args.out or f"reports/{args.name}-{name}"
+    say(f"data: {data.description} ({time.perf_counter() - t0:.1f}s); "
+        f"{threads} torch thread(s); report folder {out}")
+    outcome = run_experiment(args.name, data, options, out, cells_dir=args.cells,
+                             data_title=name, say=say)
+    say(f"total wall time {time.perf_counter() - t0:.1f}s "
+        f"({len(outcome.stats.computed)} cell(s) computed)")
+    return 0

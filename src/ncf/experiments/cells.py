@@ -1,0 +1,385 @@
+"""Cells of an experiment: one (model, setting, seed), its configuration, hash and result.
+
+A cell's result is one JSON file named by a hash of its full configuration (data fingerprint
+included), written atomically; a cell whose file exists is never recomputed. NCF cells are
+trained by :func:`ncf.pipeline.run_pipeline`: a NeuMF-with-pre-training cell also yields the
+GMF and MLP cells of the same setting, so those are never trained twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import itertools
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ncf.baselines import BASELINES
+from ncf.errors import NcfError
+from ncf.evaluation import ScoreFn, evaluate
+from ncf.models import GMF, MLP
+from ncf.pipeline import (
+    FINETUNE_PRESETS,
+    SPARSE_USERS,
+    PipelineConfig,
+    run_pipeline,
+    validation_target,
+)
+from ncf.runs import write_json
+from ncf.split import Split
+from ncf.training import TrainConfig, model_scorer, train
+
+#: Bump when the meaning of a stored result changes (old cells are then recomputed).
+CELL_VERSION = 1
+
+NCF_MODELS = ("gmf", "mlp", "neumf", "neumf-scratch")
+#: Baselines whose main hyper-parameter is a number of factors.
+FACTOR_BASELINES = ("puresvd", "ials", "bpr", "mf")
+
+LABELS: dict[str, str] = {
+    "gmf": "GMF", "mlp": "MLP", "neumf": "NeuMF (pre-trained)",
+    "neumf-scratch": "NeuMF (no pre-training)", "itempop": "ItemPop", "itemknn": "ItemKNN",
+    "puresvd": "PureSVD", "ease": "EASE^R", "bpr": "BPR", "ials": "iALS",
+    "mf": "MF (log loss)",
+}
+
+#: Validation grids of the baselines (every point fitted, the best validation HR@10 kept).
+#: ``factors`` of PureSVD is tuned only where the setting does not fix the factor size.
+BASELINE_GRIDS: dict[str, dict[str, list[Any]]] = {
+    "itempop": {},
+    "itemknn": {"neighbours": [50, 100, 200]},
+    "puresvd": {"factors": [16, 32, 64, 128]},
+    "ease": {"reg": [100.0, 250.0, 500.0, 1000.0]},
+    "bpr": {"reg": [0.001, 0.0025, 0.01]},
+    "ials": {"reg": [1.0, 10.0, 100.0], "alpha": [1.0, 10.0]},
+    "mf": {"reg": [0.001, 0.005]},
+}
+
+Say = Callable[[str], None]
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """A stable 16-hex-digit hash of a JSON-able configuration."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def split_fingerprint(split: Split) -> str:
+    """A hash of everything in a split that results depend on (ids, held-out rows, candidates)."""
+    h = hashlib.sha256()
+    parts: list[Any] = [split.train.user_ids, split.train.item_ids, split.test.user_ids,
+                        split.test.item_ids, split.test_negatives]
+    if split.validation is not None:
+        parts += [split.validation.user_ids, split.validation.item_ids,
+                  split.validation_negatives]
+    h.update(f"{split.train.n_users},{split.train.n_items}".encode())
+    for p in parts:
+        h.update(b"|" if p is None else np.ascontiguousarray(p, dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class BaselineSpec:
+    """A baseline, its fixed parameters and its validation grid."""
+
+    name: str
+    fixed: dict[str, Any]
+    grid: dict[str, list[Any]]
+    seed: int | None
+
+
+@dataclass(frozen=True, eq=False)
+class Cell:
+    """One (model, setting, seed) of an experiment.
+
+    Args:
+        model: an NCF model (``NCF_MODELS``) or a baseline name.
+        setting: the grid point the cell belongs to, e.g. ``{"factors": 8}``.
+        seed: the model seed.
+        spec: how to compute it: a :class:`PipelineConfig` or a :class:`BaselineSpec`.
+        config: the full configuration (JSON-able), hashed into the file name.
+    """
+
+    model: str
+    setting: dict[str, int]
+    seed: int
+    spec: PipelineConfig | BaselineSpec
+    config: dict[str, Any] = field(repr=False)
+
+    @property
+    def key(self) -> str:
+        return config_hash(self.config)
+
+    @property
+    def filename(self) -> str:
+        return f"{self.model}-{self.key}.json"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Training choices shared by every NCF cell of an experiment."""
+
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 0.001
+    full_ranking_users: int | None = 10_000
+    device: str = "cpu"
+
+
+def pipeline_config(setting: dict[str, int], seed: int, budget: Budget,
+                    pretrain: bool) -> PipelineConfig:
+    """The pipeline configuration of an NCF setting (factors, layers, negatives)."""
+    negatives = int(setting.get("negatives", 4))
+    stage = TrainConfig(epochs=budget.epochs, batch_size=budget.batch_size, lr=budget.lr,
+                        n_negatives=negatives, device=budget.device)
+    neumf = replace(FINETUNE_PRESETS["tuned" if pretrain else "adam"], epochs=budget.epochs,
+                    batch_size=budget.batch_size, n_negatives=negatives, device=budget.device)
+    return PipelineConfig(
+        factors=int(setting.get("factors", 8)), n_layers=int(setting.get("layers", 3)),
+        pretrain=pretrain, gmf=stage, mlp=stage, neumf=neumf, seed=seed,
+        full_ranking_users=budget.full_ranking_users,
+    )
+
+
+def ncf_cell_config(model: str, pc: PipelineConfig, fingerprint: str) -> dict[str, Any]:
+    """The configuration an NCF model's result depends on, and nothing else."""
+    cfg: dict[str, Any] = {"kind": "ncf", "model": model, "version": CELL_VERSION,
+                           "data": fingerprint, "seed": pc.seed, "factors": pc.factors,
+                           "sparse": pc.sparse, "full_ranking_users": pc.full_ranking_users,
+                           "k": 10, "selection": "best epoch by validation HR@10"}
+    if model in ("mlp", "neumf", "neumf-scratch"):
+        cfg["n_layers"] = pc.n_layers
+    if model in ("gmf", "neumf"):
+        cfg["gmf"] = asdict(pc.gmf)
+    if model in ("mlp", "neumf"):
+        cfg["mlp"] = asdict(pc.mlp)
+    if model in ("neumf", "neumf-scratch"):
+        cfg.update(pretrain=model == "neumf", alpha=pc.alpha,
+                   share_embeddings=pc.share_embeddings, neumf=asdict(pc.neumf))
+    return cfg
+
+
+def _takes_seed(name: str) -> bool:
+    return "seed" in inspect.signature(BASELINES[name].__init__).parameters
+
+
+def baseline_spec(name: str, setting: dict[str, int], seed: int, fix_factors: bool,
+                  quick: bool) -> BaselineSpec:
+    """A baseline's spec: the factor size from the setting where it applies, else tuned."""
+    grid = dict(BASELINE_GRIDS[name])
+    fixed: dict[str, Any] = {}
+    if name in FACTOR_BASELINES and fix_factors and "factors" in setting:
+        fixed["factors"] = int(setting["factors"])
+        grid.pop("factors", None)
+    if quick:
+        points = list(_grid_points(grid))[:2]
+        grid = {k: sorted({p[k] for p in points}) for k in grid}
+    return BaselineSpec(name, fixed, grid, seed if _takes_seed(name) else None)
+
+
+def baseline_cell_config(spec: BaselineSpec, fingerprint: str,
+                         full_users: int | None) -> dict[str, Any]:
+    """The configuration a baseline's result depends on (no seed for deterministic ones)."""
+    return {"kind": "baseline", "model": spec.name, "version": CELL_VERSION,
+            "data": fingerprint, "fixed": spec.fixed, "grid": spec.grid, "seed": spec.seed,
+            "full_ranking_users": full_users, "k": 10,
+            "selection": "grid point with the best validation HR@10 (sampled)"}
+
+
+def _grid_points(grid: dict[str, list[Any]]) -> Iterable[dict[str, Any]]:
+    keys = sorted(grid)
+    for values in itertools.product(*(grid[k] for k in keys)):
+        yield dict(zip(keys, values, strict=True))
+
+
+def all_metrics(score: ScoreFn, split: Split, full_users: int | None) -> dict[str, Any]:
+    """Validation and test metrics under the sampled protocol and under full ranking.
+
+    The users sampled for full ranking (when capped) are the same for every model.
+    """
+    out: dict[str, Any] = {}
+    for on in ("validation", "test"):
+        out[on] = {p: evaluate(score, split, on=on, protocol=p, k=10,  # type: ignore[arg-type]
+                               max_users=full_users if p == "full" else None, seed=0).as_dict()
+                   for p in ("sampled", "full")}
+    return out
+
+
+class CellStore:
+    """A folder of cell results, one ``MODEL-HASH.json`` per configuration."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def path(self, cell: Cell) -> Path:
+        return self.folder / cell.filename
+
+    def load(self, cell: Cell) -> dict[str, Any] | None:
+        """The stored result of ``cell``, or ``None`` when missing or not of this config."""
+        try:
+            stored = json.loads(self.path(cell).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        if stored.get("config") != json.loads(json.dumps(cell.config)):
+            return None
+        return stored
+
+    def save(self, cell: Cell, result: dict[str, Any], seconds: float) -> dict[str, Any]:
+        stored = {"key": cell.key, "model": cell.model, "config": cell.config,
+                  "result": result, "seconds": seconds,
+                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        write_json(self.path(cell), stored)
+        return stored
+
+
+def _ncf_result(model: Any, history: Any, split: Split, full_users: int | None) -> dict[str, Any]:
+    device = str(next(model.parameters()).device)
+    res = all_metrics(model_scorer(model, device=device), split, full_users)
+    res["best_epoch"] = history.best_epoch
+    res["history"] = history.as_dicts()
+    return res
+
+
+def _train_single(name: str, pc: PipelineConfig, split: Split) -> tuple[Any, Any]:
+    """GMF or MLP alone, initialised and trained exactly as :func:`run_pipeline` does."""
+    n_users, n_items = split.train.n_users, split.train.n_items
+    sparse = pc.sparse if pc.sparse is not None else n_users > SPARSE_USERS
+    if name == "gmf":
+        torch.manual_seed(pc.seed)
+        model: Any = GMF(n_users, n_items, pc.factors, sparse=sparse)
+        cfg = pc.gmf
+    else:
+        torch.manual_seed(pc.seed + 1)
+        model = MLP(n_users, n_items, pc.factors, pc.n_layers, sparse=sparse)
+        cfg = pc.mlp
+    cfg = replace(cfg, seed=pc.seed)
+    history = train(model, split.train, validation_target(split), cfg)
+    return model, history
+
+
+def _tune_baseline(spec: BaselineSpec, split: Split, full_users: int | None) -> dict[str, Any]:
+    """Fit every grid point, keep the best by validation HR@10 (then NDCG), score it."""
+    cls = BASELINES[spec.name]
+    tuning: list[dict[str, Any]] = []
+    best: tuple[tuple[float, float], Any, dict[str, Any]] | None = None
+    n_min = min(split.train.n_users, split.train.n_items)
+    for params in _grid_points(spec.grid):
+        kw = {**spec.fixed, **params}
+        if spec.name == "puresvd" and kw.get("factors", 0) >= n_min:
+            continue  # more singular triplets than the matrix has
+        if spec.seed is not None:
+            kw["seed"] = spec.seed
+        model = cls(**kw).fit(split.train)
+        m = evaluate(model.score, split, on="validation", protocol="sampled", k=10)
+        tuning.append({"params": params, "validation_hr": m.hr, "validation_ndcg": m.ndcg})
+        if best is None or (m.hr, m.ndcg) > best[0]:
+            best = ((m.hr, m.ndcg), model, params)
+    if best is None:
+        raise NcfError(f"{spec.name}: no grid point fits this data ({spec.grid})")
+    res = all_metrics(best[1].score, split, full_users)
+    res.update(chosen={**spec.fixed, **best[2]}, tuning=tuning)
+    return res
+
+
+@dataclass
+class RunStats:
+    """What one call of :func:`compute_cells` did."""
+
+    computed: list[str] = field(default_factory=list)
+    reused: int = 0
+
+
+def _describe(cell: Cell) -> str:
+    setting = " ".join(f"{k}={v}" for k, v in cell.setting.items())
+    return f"{LABELS.get(cell.model, cell.model)} {setting} seed={cell.seed}".strip()
+
+
+def _line(cell: Cell, stored: dict[str, Any], done: int, total: int) -> str:
+    r = stored["result"]
+    val, test = r["validation"]["sampled"], r["test"]["sampled"]
+    return (f"[{done}/{total}] {_describe(cell)}: val HR@10 {val['hr']:.4f}  "
+            f"test HR@10 {test['hr']:.4f}  ({stored['seconds']:.1f}s)")
+
+
+def compute_cells(cells: list[Cell], split: Split, store: CellStore, fingerprint: str,
+                  say: Say = lambda s: None) -> RunStats:
+    """Compute every cell whose result is not stored yet, writing each as it finishes."""
+    stats = RunStats()
+    missing: dict[str, Cell] = {}
+    for c in cells:
+        if c.key in missing:
+            continue
+        if store.load(c) is None:
+            missing[c.key] = c
+        else:
+            stats.reused += 1
+    # NeuMF with pre-training trains GMF and MLP too: their cells come with it.
+    extras: dict[str, dict[str, Cell]] = {}
+    for c in list(missing.values()):
+        if c.model != "neumf":
+            continue
+        assert isinstance(c.spec, PipelineConfig)
+        extras[c.key] = {}
+        for part in ("gmf", "mlp"):
+            pc = c.spec
+            sub = Cell(part, c.setting, c.seed, pc, ncf_cell_config(part, pc, fingerprint))
+            if sub.key in missing:
+                extras[c.key][part] = missing.pop(sub.key)
+            elif store.load(sub) is None:
+                extras[c.key][part] = sub
+    total = len(missing) + sum(len(e) for e in extras.values())
+    done = 0
+
+    def finish(cell: Cell, result: dict[str, Any], seconds: float) -> None:
+        nonlocal done
+        stored = store.save(cell, result, seconds)
+        done += 1
+        stats.computed.append(cell.key)
+        say(_line(cell, stored, done, total))
+
+    full_users = None
+    for c in missing.values():
+        full_users = c.config.get("full_ranking_users")
+        if isinstance(c.spec, BaselineSpec):
+            t0 = time.perf_counter()
+            finish(c, _tune_baseline(c.spec, split, full_users), time.perf_counter() - t0)
+        elif c.model in ("gmf", "mlp"):
+            t0 = time.perf_counter()
+            model, history = _train_single(c.model, c.spec, split)
+            finish(c, _ncf_result(model, history, split, full_users), time.perf_counter() - t0)
+        else:
+            _run_pipeline_cells(c, extras.get(c.key, {}), split, finish)
+    return stats
+
+
+def _run_pipeline_cells(cell: Cell, parts: dict[str, Cell], split: Split,
+                        finish: Callable[[Cell, dict[str, Any], float], None]) -> None:
+    """One pipeline run for a NeuMF cell, finishing the GMF / MLP cells it also trained."""
+    assert isinstance(cell.spec, PipelineConfig)
+    starts: dict[str, float] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        starts.setdefault(stage, time.perf_counter())
+
+    t0 = time.perf_counter()
+    results = run_pipeline(split, cell.spec, progress=progress, device=cell.spec.neumf.device)
+    t_end = time.perf_counter()
+    full_users = cell.config.get("full_ranking_users")
+    for stage, res in results.items():
+        target = cell if stage == "neumf" else parts.get(stage)
+        if target is None:
+            continue
+        t = time.perf_counter()
+        result = _ncf_result(res.model, res.history, split, full_users)
+        begin = starts.get(stage, t0)
+        following = [s for s in starts.values() if s > begin]
+        wall = (min(following) if following else t_end) - begin  # training and the pipeline's
+        finish(target, result, wall + time.perf_counter() - t)    # own scoring, plus ours

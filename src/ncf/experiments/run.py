@@ -1,0 +1,203 @@
+"""The paper's studies as one command: presets over a grid of cells, resumable, with a report.
+
+A *cell* is one (model, setting, seed). Its result is stored as ``cells/MODEL-HASH.json``,
+the hash taken over its full configuration (data fingerprint included), so running an
+experiment again computes only the cells not stored yet, and an interrupted one resumes.
+
+Presets (:data:`PRESETS`): ``factors`` (Figure 4, Table 2), ``depth`` (Tables 3 and 4),
+``negatives`` (Figure 7), ``curves`` (Figure 6) and ``protocols`` (sampled against full
+ranking). Every choice, NCF epochs and baseline hyper-parameters alike, is made on the
+validation split.
+
+Example:
+    >>> data = resolve_training_data(data="ml-100k.train.rating")      # doctest: +SKIP
+    >>> run_experiment("factors", data, ExperimentOptions(epochs=10), "reports/f")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ncf.errors import NcfError
+from ncf.experiments.cells import (
+    LABELS,
+    CellStore,
+    RunStats,
+    compute_cells,
+    split_fingerprint,
+)
+from ncf.experiments.markdown import write_report
+from ncf.experiments.presets import (
+    ALL_MODELS,
+    PRESETS,
+    ExperimentOptions,
+    Preset,
+    build_cells,
+    preset_models,
+)
+from ncf.experiments.tables import (
+    aggregate,
+    curves_table,
+    pivot_table,
+    plot_curves,
+    plot_protocols,
+    plot_sweep,
+    rank_order,
+    results_table,
+    setting_text,
+    write_csv,
+)
+from ncf.runs import atomic_write, write_json
+
+__all__ = ["ALL_MODELS", "PRESETS", "ExperimentOptions", "ExperimentOutcome", "LABELS",
+           "Preset", "data_name", "run_experiment"]
+
+#: File stems that say nothing about the data set: the folder's name is used instead.
+_GENERIC = {"u", "ratings", "data", "train", "combined_data_1", "training_set", "interactions"}
+
+
+def data_name(path: str | None, dataset: str | None = None) -> str:
+    """A short name for report folders: ``ml-100k.train.rating`` -> ``ml-100k``."""
+    if dataset:
+        name = dataset
+    elif path is None:
+        name = "synthetic"
+    else:
+        p = Path(path)
+        name = p.name.split(".")[0] or p.resolve().name
+        if name.lower() in _GENERIC and p.suffix:
+            name = p.resolve().parent.name
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "data"
+
+
+@dataclass
+class ExperimentOutcome:
+    """Where the report went and what this run computed."""
+
+    out: Path
+    stats: RunStats
+    seconds: float
+
+
+def run_experiment(
+    name: str,
+    data: Any,
+    options: ExperimentOptions,
+    out: str | Path,
+    cells_dir: str | Path | None = None,
+    data_title: str | None = None,
+    say: Callable[[str], None] = lambda s: None,
+) -> ExperimentOutcome:
+    """Run preset ``name`` on ``data`` (a :class:`~ncf.sources.TrainingData`), write the report.
+
+    Args:
+        name: a key of :data:`PRESETS`.
+        data: the training data (its ``split`` must hold validation items and candidates).
+        options: seeds, epochs, restrictions.
+        out: the report folder (created; existing results in it are reused).
+        cells_dir: where cell results live (default ``out/cells``); share it between presets
+            to reuse cells they have in common.
+        data_title: the data set's name in the report.
+        say: prints progress lines.
+
+    Raises:
+        NcfError: unknown preset or model, bad factors, or a split without validation.
+    """
+    if name not in PRESETS:
+        raise NcfError(f"unknown experiment {name!r} (choose from {', '.join(PRESETS)})")
+    preset = PRESETS[name]
+    t0 = time.perf_counter()
+    split = data.split
+    if split.validation is None or split.validation_negatives is None:
+        raise NcfError("the split has no validation items with candidates: choices could "
+                       "only be made on test")
+    fingerprint = split_fingerprint(split)
+    cells = build_cells(preset, options, fingerprint)
+    models = preset_models(preset, options)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    store = CellStore(cells_dir if cells_dir is not None else out / "cells")
+    data_info = {"description": getattr(data, "description", ""), "fingerprint": fingerprint,
+                 "users": split.train.n_users, "items": split.train.n_items,
+                 "train": len(split.train), "validation": len(split.validation),
+                 "test": len(split.test), "provenance": getattr(data, "provenance", {})}
+    write_json(out / "config.json", {
+        "experiment": name, "title": preset.title, "options": asdict(options),
+        "models": list(models), "data": data_info, "cells_dir": str(store.folder),
+        "cells": [{"model": c.model, "setting": c.setting, "seed": c.seed, "key": c.key,
+                   "file": c.filename, "config": c.config} for c in cells],
+    })
+    n_unique = len({c.key for c in cells})
+    say(f"{name}: {len(cells)} cells ({n_unique} distinct configurations), "
+        f"{len(models)} models, seeds {', '.join(map(str, options.seeds))}, "
+        f"at most {options.epochs} epochs")
+    stats = compute_cells(cells, split, store, fingerprint, say=say)
+    stored: dict[str, Any] = {}
+    for c in cells:
+        s = store.load(c)
+        if s is None:  # pragma: no cover - compute_cells wrote every missing cell
+            raise NcfError(f"cell {c.filename} is missing after the run")
+        stored[c.key] = s
+    rows = aggregate(cells, stored)
+    files = _write_tables(preset, rows, out)
+    wall = time.perf_counter() - t0
+    computed = len({k for k in stats.computed if k in stored})
+    timing = {"cells": n_unique, "computed": computed, "reused": n_unique - computed,
+              "wall": wall,
+              "cell_seconds": sum(float(stored[k]["seconds"]) for k in stored)}
+    title = data_title or data_info["description"] or "the data"
+    lines = [f"- Data: {data_info['description']}: {data_info['users']:,} users, "
+             f"{data_info['items']:,} items; {data_info['train']:,} train / "
+             f"{data_info['validation']:,} validation / {data_info['test']:,} test "
+             f"interactions (fingerprint `{fingerprint}`)."]
+    text = write_report(preset, options, title, lines, models, cells, rows, files, timing)
+    atomic_write(out / "report.md", text.encode())
+    say(f"report: {out / 'report.md'}  (total wall time {wall:.1f}s)")
+    return ExperimentOutcome(out, stats, wall)
+
+
+def _write_tables(preset: Preset, rows: list[Any], out: Path) -> dict[str, str]:
+    """The CSV tables and PNG plots of a preset; returns ``{file name: what it holds}``."""
+    files: dict[str, str] = {}
+    write_csv(out / "results.csv", results_table(rows))
+    files["results.csv"] = ("every model and setting: mean and standard deviation over seeds "
+                            "of validation and test metrics (sampled and full ranking)")
+    if preset.sweep is not None:
+        for col, stem in (("test_hr", "hr"), ("test_ndcg", "ndcg")):
+            path = f"{stem}_by_{preset.sweep}.csv"
+            write_csv(out / path, pivot_table(rows, preset.sweep, col))
+            files[path] = f"test {stem.upper()}@10 by {preset.sweep} (mean, std)"
+        plot_sweep(rows, preset.sweep, out / f"{preset.sweep}.png")
+        files[f"{preset.sweep}.png"] = f"test HR@10 and NDCG@10 against {preset.sweep}"
+    if preset.name == "curves":
+        table = curves_table(rows)
+        write_csv(out / "curves.csv", table)
+        plot_curves(table, out / "curves.png")
+        files["curves.csv"] = "per-epoch training loss and validation HR@10 / NDCG@10"
+        files["curves.png"] = "the same, mean over seeds"
+    if preset.name == "protocols":
+        table = []
+        settings = list(dict.fromkeys(json.dumps(r.setting, sort_keys=True) for r in rows))
+        for setting in settings:
+            group = [r for r in rows if json.dumps(r.setting, sort_keys=True) == setting]
+            png = "protocols.png" if len(settings) == 1 else "protocols-" + "-".join(
+                f"{k}{v}" for k, v in json.loads(setting).items()) + ".png"
+            plot_protocols(group, out / png)
+            files[png] = ("test HR@10 under the sampled protocol and under full ranking "
+                          + ("" if len(settings) == 1 else f"({setting_text(group[0].setting)})"))
+            full = rank_order(group, "full")
+            for i, r in enumerate(rank_order(group, "sampled")):
+                table.append({"model": r.model, "label": r.label, **r.setting,
+                              "rank_sampled": i + 1, "rank_full": full.index(r) + 1,
+                              "test_hr": r.mean("test_hr"), "test_ndcg": r.mean("test_ndcg"),
+                              "test_full_hr": r.mean("test_full_hr"),
+                              "test_full_ndcg": r.mean("test_full_ndcg")})
+        write_csv(out / "protocols.csv", table)
+        files["protocols.csv"] = "rank of every model under each protocol"
+    return files
