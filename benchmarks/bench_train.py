@@ -26,11 +26,13 @@ import torch
 from ncf.evaluation import evaluate_sampled
 from ncf.models import NeuMF
 from ncf.optim import Adam
-from ncf.training import TrainConfig, build_epoch, model_scorer, train
 from ncf.sampling import KeySet
+from ncf.training import TrainConfig, build_epoch, model_scorer, train
 
 
-def step_rate(n_users: int, n_items: int, batch: int, autograd: bool, seconds: float = 3.0) -> float:
+def step_rate(
+    n_users: int, n_items: int, batch: int, autograd: bool, seconds: float = 3.0
+) -> float:
     """Samples/s of training steps on random (user, item, label) batches."""
     torch.manual_seed(0)
     model = NeuMF(n_users, n_items, factors=8, n_layers=3)
@@ -62,12 +64,20 @@ def step_rate(n_users: int, n_items: int, batch: int, autograd: bool, seconds: f
 def epoch_seconds(train_x, batch: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     """Seconds of one training epoch (sampling included) and of building the epoch alone."""
     torch.manual_seed(0)
-    model = NeuMF(train_x.n_users, train_x.n_items, factors=8, n_layers=3,
-                  sparse=train_x.n_users > 100_000)
+    model = NeuMF(
+        train_x.n_users, train_x.n_items, factors=8, n_layers=3, sparse=train_x.n_users > 100_000
+    )
     t0 = time.perf_counter()
     keys = KeySet(train_x.keys(), train_x.n_items)
-    build_epoch(train_x.user_ids.astype(np.int64), train_x.item_ids.astype(np.int64), keys,
-                train_x.n_items, 4, np.random.default_rng(0), torch.Generator().manual_seed(0))
+    build_epoch(
+        train_x.user_ids.astype(np.int64),
+        train_x.item_ids.astype(np.int64),
+        keys,
+        train_x.n_items,
+        4,
+        np.random.default_rng(0),
+        torch.Generator().manual_seed(0),
+    )
     t_build = time.perf_counter() - t0
     t0 = time.perf_counter()
     train(model, train_x, None, TrainConfig(epochs=1, batch_size=batch))
@@ -77,7 +87,9 @@ def epoch_seconds(train_x, batch: int) -> tuple[float, float]:  # type: ignore[n
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+    ap.add_argument(
+        "--data-dir", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
+    )
     ap.add_argument("--skip-synth", action="store_true")
     ap.add_argument("--large-batch", type=int, default=8192)
     args = ap.parse_args()
@@ -88,8 +100,10 @@ def main() -> None:
     for batch in (256, args.large_batch):
         ours = step_rate(943, 1682, batch, autograd=False)
         ref = step_rate(943, 1682, batch, autograd=True)
-        print(f"batch {batch:5d}: {ours:12,.0f} samples/s (autograd + torch Adam: {ref:10,.0f}; "
-              f"x{ours / ref:.1f})")
+        print(
+            f"batch {batch:5d}: {ours:12,.0f} samples/s (autograd + torch Adam: {ref:10,.0f}; "
+            f"x{ours / ref:.1f})"
+        )
 
     from ncf.datasets import read_paper_split
     from ncf.split import holdout_validation
@@ -101,8 +115,10 @@ def main() -> None:
         print(f"\n== ml-100k benchmark split: {len(split.train):,} train positives ==")
         for batch in (256, args.large_batch):
             sec, build = epoch_seconds(split.train, batch)
-            print(f"batch {batch:5d}: {sec:6.2f} s/epoch ({5 * len(split.train) / sec:,.0f} "
-                  f"samples/s; epoch build {build:.2f} s)")
+            print(
+                f"batch {batch:5d}: {sec:6.2f} s/epoch ({5 * len(split.train) / sec:,.0f} "
+                f"samples/s; epoch build {build:.2f} s)"
+            )
         model = NeuMF(split.train.n_users, split.train.n_items, 8, 3).eval()
         t = split.test
         score = model_scorer(model)
@@ -112,8 +128,10 @@ def main() -> None:
             t0 = time.perf_counter()
             evaluate_sampled(score, t.user_ids, t.item_ids, split.test_negatives)
             runs.append(time.perf_counter() - t0)
-        print(f"evaluate {len(t)} users x 100 candidates: {1000 * min(runs):.1f} ms "
-              f"(median {1000 * float(np.median(runs)):.1f} ms)")
+        print(
+            f"evaluate {len(t)} users x 100 candidates: {1000 * min(runs):.1f} ms "
+            f"(median {1000 * float(np.median(runs)):.1f} ms)"
+        )
     else:
         print(f"\n(ml-100k paper files not found at {paper}: skipped)")
 
@@ -127,12 +145,16 @@ def main() -> None:
             os.environ["NCF_CACHE"] = tmp
             src = synthetic_source(1_000_000, 0, print)
             split1m, _, _ = prepare_split(src, seed=0)
-            print(f"\n== synthetic Netflix-format 1M: {len(split1m.train):,} train positives, "
-                  f"{split1m.train.n_users:,} users ==")
+            print(
+                f"\n== synthetic Netflix-format 1M: {len(split1m.train):,} train positives, "
+                f"{split1m.train.n_users:,} users =="
+            )
             for batch in (256, args.large_batch):
                 sec, build = epoch_seconds(split1m.train, batch)
-                print(f"batch {batch:5d}: {sec:6.2f} s/epoch "
-                      f"({5 * len(split1m.train) / sec:,.0f} samples/s; build {build:.2f} s)")
+                print(
+                    f"batch {batch:5d}: {sec:6.2f} s/epoch "
+                    f"({5 * len(split1m.train) / sec:,.0f} samples/s; build {build:.2f} s)"
+                )
 
 
 if __name__ == "__main__":

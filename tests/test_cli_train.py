@@ -72,8 +72,21 @@ def test_recommend_excludes_seen_and_shows_titles(run_dir: Path, capsys) -> None
     assert not {r["item"] for r in rows} & seen_raw
     assert all(r["title"] for r in rows)
     assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
-    assert main(["recommend", str(run_dir), "--user", str(user_raw), "--include-seen",
-                 "-k", "200", "--json"]) == 0
+    assert (
+        main(
+            [
+                "recommend",
+                str(run_dir),
+                "--user",
+                str(user_raw),
+                "--include-seen",
+                "-k",
+                "200",
+                "--json",
+            ]
+        )
+        == 0
+    )
     assert {r["item"] for r in json.loads(capsys.readouterr().out)} & seen_raw
 
 
@@ -90,7 +103,9 @@ def test_train_refuses_a_non_empty_run_directory(run_dir: Path, capsys) -> None:
 
 
 def test_train_on_a_missing_path_is_one_clear_line(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r"), *SMALL]) == 2
+    assert (
+        main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r"), *SMALL]) == 2
+    )
     err = capsys.readouterr().err.strip()
     assert "nope" in err and "\n" not in err
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-
 from contract import N_ITEMS, N_USERS, RecommenderContract
+
 from ncf.models import GMF, MLP, NeuMF
 from ncf.recommend import NCFRecommender
 from ncf.recommender import Recommender

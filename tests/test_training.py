@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from planted import planted
 
 from ncf.errors import NcfError
 from ncf.evaluation import evaluate_sampled
 from ncf.models import GMF, MLP, NeuMF
-from ncf.training import TrainConfig, build_epoch, model_scorer, train
 from ncf.sampling import KeySet
-from planted import planted
+from ncf.training import TrainConfig, build_epoch, model_scorer, train
 
 FAST = TrainConfig(epochs=12, batch_size=128, lr=0.01)
 

@@ -52,7 +52,7 @@ def _tower(sizes: list[int]) -> nn.Sequential:
 
 def _output(d_in: int) -> nn.Linear:
     out = nn.Linear(d_in, 1)
-    nn.init.uniform_(out.weight, -(3.0 / d_in) ** 0.5, (3.0 / d_in) ** 0.5)  # LeCun uniform
+    nn.init.uniform_(out.weight, -((3.0 / d_in) ** 0.5), (3.0 / d_in) ** 0.5)  # LeCun uniform
     nn.init.zeros_(out.bias)
     return out
 
@@ -147,8 +147,12 @@ class GMF(NCFModule):
         self.out = _output(factors)
 
     def hyper(self) -> dict[str, Any]:
-        return {"n_users": self.n_users, "n_items": self.n_items, "factors": self.factors,
-                "sparse": self.sparse}
+        return {
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "factors": self.factors,
+            "sparse": self.sparse,
+        }
 
     def features(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.user(users) * self.item(items)
@@ -189,8 +193,13 @@ class MLP(NCFModule):
         self.out = _output(sizes[-1])
 
     def hyper(self) -> dict[str, Any]:
-        return {"n_users": self.n_users, "n_items": self.n_items, "factors": self.factors,
-                "n_layers": self.n_layers, "sparse": self.sparse}
+        return {
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "factors": self.factors,
+            "n_layers": self.n_layers,
+            "sparse": self.sparse,
+        }
 
     def features(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.tower(torch.cat([self.user(users), self.item(items)], dim=-1))
@@ -234,7 +243,12 @@ class NeuMF(NCFModule):
         sparse: bool = False,
     ):
         super().__init__()
-        self.n_users, self.n_items, self.factors, self.n_layers = n_users, n_items, factors, n_layers
+        self.n_users, self.n_items, self.factors, self.n_layers = (
+            n_users,
+            n_items,
+            factors,
+            n_layers,
+        )
         self.share_embeddings, self.sparse = share_embeddings, sparse
         self.gmf = GMF(n_users, n_items, factors, sparse)
         self.mlp = MLP(n_users, n_items, factors, n_layers, sparse)
@@ -246,9 +260,14 @@ class NeuMF(NCFModule):
         self.out = _output(factors + tower_sizes(factors, n_layers)[-1])
 
     def hyper(self) -> dict[str, Any]:
-        return {"n_users": self.n_users, "n_items": self.n_items, "factors": self.factors,
-                "n_layers": self.n_layers, "share_embeddings": self.share_embeddings,
-                "sparse": self.sparse}
+        return {
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "factors": self.factors,
+            "n_layers": self.n_layers,
+            "share_embeddings": self.share_embeddings,
+            "sparse": self.sparse,
+        }
 
     def features(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         pu, qi = self.mlp.user(users), self.mlp.item(items)

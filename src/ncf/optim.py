@@ -14,7 +14,6 @@ Both classes subclass ``torch.optim.Optimizer`` so that learning-rate schedulers
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -38,8 +37,9 @@ class RowGrad:
     def coalesce(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Unique rows and their summed gradients."""
         rows, inverse = torch.unique(self.index, return_inverse=True)
-        summed = torch.zeros(len(rows), self.values.shape[1], dtype=self.values.dtype,
-                             device=self.values.device)
+        summed = torch.zeros(
+            len(rows), self.values.shape[1], dtype=self.values.dtype, device=self.values.device
+        )
         summed.index_add_(0, inverse, self.values)
         return rows, summed
 
@@ -87,8 +87,9 @@ class _RowOptimizer(torch.optim.Optimizer):
         params = [self._by_name[n] for n in names]
         if len({(p.dtype, p.device) for p in params}) != 1:
             return None
-        flat = torch.empty(sum(p.numel() for p in params), dtype=params[0].dtype,
-                           device=params[0].device)
+        flat = torch.empty(
+            sum(p.numel() for p in params), dtype=params[0].dtype, device=params[0].device
+        )
         offset = 0
         for p in params:
             view = flat[offset : offset + p.numel()]
@@ -121,8 +122,9 @@ class _RowOptimizer(torch.optim.Optimizer):
             g = torch.cat([grads[n].reshape(-1) for n in names])  # type: ignore[union-attr]
             self._update_dense([flat], [g], group)
         else:
-            self._update_dense([self._by_name[n] for n in dense_names],
-                               [grads[n] for n in dense_names], group)
+            self._update_dense(
+                [self._by_name[n] for n in dense_names], [grads[n] for n in dense_names], group
+            )
 
     def _update_rows(self, p, rows, g, group) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -163,9 +165,19 @@ class Adam(_RowOptimizer):
             st["step_t"] += 1
         # torch's fused kernel: one pass over each tensor, the same arithmetic as Adam
         torch._fused_adam_(
-            ps, list(gs), [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states],
-            [], [st["step_t"] for st in states], lr=group["lr"], beta1=b1, beta2=b2,
-            weight_decay=group["weight_decay"], eps=group["eps"], amsgrad=False, maximize=False,
+            ps,
+            list(gs),
+            [st["exp_avg"] for st in states],
+            [st["exp_avg_sq"] for st in states],
+            [],
+            [st["step_t"] for st in states],
+            lr=group["lr"],
+            beta1=b1,
+            beta2=b2,
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            amsgrad=False,
+            maximize=False,
         )
 
     def _update_rows(self, p, rows, g, group) -> None:
@@ -178,8 +190,19 @@ class Adam(_RowOptimizer):
         m = st["exp_avg"].index_select(0, rows)
         v = st["exp_avg_sq"].index_select(0, rows)
         torch._fused_adam_(
-            [w], [g], [m], [v], [], [st["step_t"]], lr=group["lr"], beta1=b1, beta2=b2,
-            weight_decay=group["weight_decay"], eps=group["eps"], amsgrad=False, maximize=False,
+            [w],
+            [g],
+            [m],
+            [v],
+            [],
+            [st["step_t"]],
+            lr=group["lr"],
+            beta1=b1,
+            beta2=b2,
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            amsgrad=False,
+            maximize=False,
         )
         p.index_copy_(0, rows, w)
         st["exp_avg"].index_copy_(0, rows, m)
@@ -198,9 +221,10 @@ class SGD(_RowOptimizer):
         nesterov: bool = False,
     ):
         if lr <= 0 or momentum < 0 or weight_decay < 0:
-            raise NcfError(f"SGD needs lr > 0, momentum >= 0, weight_decay >= 0")
+            raise NcfError("SGD needs lr > 0, momentum >= 0, weight_decay >= 0")
         super().__init__(
-            named_params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+            named_params,
+            dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov),
         )
 
     def _buf(self, p: torch.Tensor) -> torch.Tensor | None:

@@ -53,7 +53,7 @@ class PipelineConfig:
         seed: seeds initialisation, negatives and shuffling of every stage.
     """
 
-    factors: int = 32
+    factors: int = 16
     n_layers: int = 3
     pretrain: bool = True
     alpha: float = 0.5

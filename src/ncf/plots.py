@@ -18,7 +18,10 @@ def _series(records: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], 
 
 
 def plot_curves(
-    records: Sequence[Mapping[str, Any]], path: str | Path, title: str, best_epoch: int | None = None
+    records: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    title: str,
+    best_epoch: int | None = None,
 ) -> Path:
     """One model's curves: training loss, and validation HR@10 / NDCG@10, by epoch."""
     fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
@@ -27,9 +30,13 @@ def plot_curves(
     for key, color in (("hr", "tab:blue"), ("ndcg", "tab:green")):
         x, y = _series(records, key)
         if x:
-            ax_metric.plot(x, y, marker="o", ms=3, color=color, label=f"validation {key.upper()}@10")
+            ax_metric.plot(
+                x, y, marker="o", ms=3, color=color, label=f"validation {key.upper()}@10"
+            )
     if best_epoch is not None:
-        ax_metric.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"kept: epoch {best_epoch}")
+        ax_metric.axvline(
+            best_epoch, color="grey", ls="--", lw=1, label=f"kept: epoch {best_epoch}"
+        )
     ax_metric.set(xlabel="epoch", ylabel="metric", title=f"{title}: validation")
     ax_metric.legend(loc="lower right", fontsize=8)
     for ax in (ax_loss, ax_metric):

@@ -15,7 +15,6 @@ from ncf.plots import plot_comparison, plot_curves
 from ncf.recommend import NCFRecommender
 from ncf.runs import (
     load_catalog,
-    read_history,
     read_json,
     save_catalog,
     write_history,
@@ -85,7 +84,8 @@ def load_model(run_dir: Path, model: str = "neumf") -> NCFRecommender:
         have = sorted(p.stem for p in (Path(run_dir) / "models").glob("*.npz"))
         raise NcfError(f"{path}: no such model in this run (have: {', '.join(have) or 'none'})")
     rec = NCFRecommender.load(path)
-    assert isinstance(rec, NCFRecommender)
+    if not isinstance(rec, NCFRecommender):
+        raise NcfError(f"{path}: not an NCF model")
     return rec
 
 
@@ -147,5 +147,3 @@ def evaluate_run(run_dir: Path, data: str | None = None, fmt: str | None = None,
         out[path.stem] = test_metrics(rec.model, d.split, full_users=full_users)
     return out
 
-
-_ = read_history

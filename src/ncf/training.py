@@ -129,9 +129,11 @@ def model_scorer(
         model.eval()
         out = torch.empty(b * c)
         for s in range(0, b * c, batch_pairs):
-            out[s : s + batch_pairs] = model(
-                u[s : s + batch_pairs].to(device), i[s : s + batch_pairs].to(device)
-            ).float().cpu()
+            out[s : s + batch_pairs] = (
+                model(u[s : s + batch_pairs].to(device), i[s : s + batch_pairs].to(device))
+                .float()
+                .cpu()
+            )
         model.train(was_training)
         return out.view(b, c).numpy()
 
@@ -228,12 +230,17 @@ def train(
     bs = config.batch_size
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
-        eu, ei, ey = build_epoch(users, items, keys, train_data.n_items, config.n_negatives,
-                                 rng, gen, device)
+        eu, ei, ey = build_epoch(
+            users, items, keys, train_data.n_items, config.n_negatives, rng, gen, device
+        )
         n_batches = math.ceil(len(eu) / bs)
         total = torch.zeros((), dtype=torch.float64, device=device)
         for b in range(n_batches):
-            ub, ib, yb = eu[b * bs : (b + 1) * bs], ei[b * bs : (b + 1) * bs], ey[b * bs : (b + 1) * bs]
+            ub, ib, yb = (
+                eu[b * bs : (b + 1) * bs],
+                ei[b * bs : (b + 1) * bs],
+                ey[b * bs : (b + 1) * bs],
+            )
             if config.autograd:
                 optimizer.zero_grad(set_to_none=True)
                 loss = torch.nn.functional.binary_cross_entropy_with_logits(model(ub, ib), yb)
@@ -256,12 +263,18 @@ def train(
         hr = ndcg = None
         t1 = time.perf_counter()
         if validation is not None:
-            m = evaluate_sampled(model_scorer(model, device=device), validation.users,
-                                 validation.items, validation.negatives, k=config.k)
+            m = evaluate_sampled(
+                model_scorer(model, device=device),
+                validation.users,
+                validation.items,
+                validation.negatives,
+                k=config.k,
+            )
             hr, ndcg = float(m.hr), float(m.ndcg)
         eval_seconds = time.perf_counter() - t1
-        record = EpochRecord(epoch, mean_loss, hr, ndcg, optimizer.param_groups[0]["lr"],
-                             train_seconds, eval_seconds)
+        record = EpochRecord(
+            epoch, mean_loss, hr, ndcg, optimizer.param_groups[0]["lr"], train_seconds, eval_seconds
+        )
         history.records.append(record)
         if on_epoch is not None:
             on_epoch(record)

@@ -44,6 +44,7 @@ def register(sub: Any) -> None:
                    default="random", help="which of equally recent items is held out")
     p.add_argument("--no-validation", action="store_true", help="no validation hold-out")
     p.add_argument("--negatives", type=int, default=99, help="candidates per held-out item")
+    p.add_argument("--probe", help="Netflix probe.txt: its ratings are the test split")
     p.set_defaults(run=cmd_prepare)
 
     p = cmds.add_parser("synth", help="write a synthetic Netflix Prize set (Kaggle's format)",
@@ -171,35 +172,63 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- prepare
+def _streamable(args: argparse.Namespace) -> bool:
+    """Netflix Prize files without a k-core: prepared in bounded memory."""
+    from ncf.datasets import detect_format
+
+    fmt = args.format or detect_format(args.path)
+    return fmt in ("netflix", "netflix-mv") and not (args.min_user_ratings or
+                                                     args.min_item_ratings)
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     """``ncf data prepare``: read, prepare, split, sample candidates, save."""
+    from ncf.errors import NcfError
     from ncf.prepare import parse_count
-    from ncf.storage import check_output_dir, prepare_split, save_prepared
+    from ncf.storage import (
+        check_output_dir,
+        load_prepared,
+        prepare_netflix,
+        prepare_split,
+        save_prepared,
+    )
 
     start = time.perf_counter()
     out = check_output_dir(args.out)  # before any heavy work
     ratings = None if args.ratings is None else parse_count(args.ratings)
-    split, catalog, options = prepare_split(
-        args.path, fmt=args.format, ratings=ratings, subsample_strategy=args.subsample,
-        seed=args.seed, threshold=args.threshold, min_user_ratings=args.min_user_ratings,
-        min_item_ratings=args.min_item_ratings, tie_break=args.tie_break,
-        validation=not args.no_validation, negatives=args.negatives,
-    )
-    path = save_prepared(out, split, catalog=catalog, options=options,
-                         sources=options["sources"])
+    common = dict(ratings=ratings, subsample_strategy=args.subsample, seed=args.seed,
+                  threshold=args.threshold, tie_break=args.tie_break,
+                  validation=not args.no_validation, negatives=args.negatives)
+    if _streamable(args):
+        path, options = prepare_netflix(args.path, out, probe=args.probe, **common)
+        counts = load_prepared(path, verify=False).meta["counts"]
+    else:
+        if args.probe:
+            raise NcfError("--probe applies to the Netflix Prize files only")
+        split, catalog, options = prepare_split(
+            args.path, fmt=args.format, min_user_ratings=args.min_user_ratings,
+            min_item_ratings=args.min_item_ratings, **common)
+        path = save_prepared(out, split, catalog=catalog, options=options,
+                             sources=options["sources"])
+        counts = {"train": len(split.train), "test": len(split.test),
+                  "validation": None if split.validation is None else len(split.validation),
+                  "negatives": None if split.test_negatives is None
+                  else split.test_negatives.shape[1]}
     size = sum(f.stat().st_size for f in path.iterdir())
     print(f"prepared {options['format']} data from {args.path} "
           f"in {time.perf_counter() - start:.1f} s")
     for step, s in options["sizes"].items():
         print(f"  {step:<10} {s['ratings']:>12,} ratings {s['users']:>9,} users "
               f"{s['items']:>7,} items")
-    held = [f"train {len(split.train):,}"]
-    if split.validation is not None:
-        held.append(f"validation {len(split.validation):,}")
-    held.append(f"test {len(split.test):,}")
-    if split.test_negatives is not None:
-        held.append(f"{split.test_negatives.shape[1]} candidates per held-out item")
+    held = [f"train {counts['train']:,}"]
+    if counts["validation"] is not None:
+        held.append(f"validation {counts['validation']:,}")
+    held.append(f"test {counts['test']:,}")
+    if counts["negatives"]:
+        held.append(f"{counts['negatives']} candidates per held-out item")
     print("  split      " + ", ".join(held))
+    if isinstance(options.get("seconds"), dict):
+        print("  seconds    " + ", ".join(f"{k} {v:.1f}" for k, v in options["seconds"].items()))
     print(f"  wrote      {path} ({size / 1e6:,.1f} MB)")
     return 0
 

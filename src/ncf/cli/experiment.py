@@ -29,15 +29,15 @@ def _names(text: str) -> tuple[str, ...]:
 
 def register(sub: Any) -> None:
     """Add `ncf experiment` to the top-level parser."""
-    from ncf.experiments import ALL_MODELS, PRESETS
+    from ncf.experiments import ALL_MODELS, PRESET_TITLES
 
-    presets = "; ".join(f"{p.name}: {p.title}" for p in PRESETS.values())
+    presets = "; ".join(f"{name}: {title}" for name, title in PRESET_TITLES.items())
     p = sub.add_parser(
         "experiment", help="run one of the paper's studies and write a report folder",
         description=f"Presets: {presets}. Every cell (model, setting, seed) is stored once; "
         "running again computes only missing cells.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("name", choices=list(PRESETS), help="the study")
+    p.add_argument("name", choices=list(PRESET_TITLES), help="the study")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--data", help="ratings file or folder (format detected), e.g. the "
                      "paper's ml-100k.train.rating; default: a synthetic Netflix-format set")
@@ -72,7 +72,7 @@ def register(sub: Any) -> None:
 
 def cmd_experiment(args: argparse.Namespace) -> int:
     from ncf.cli.train import set_threads
-    from ncf.experiments import ExperimentOptions, data_name, run_experiment
+    from ncf.experiments.run import ExperimentOptions, data_name, run_experiment
     from ncf.sources import resolve_training_data
 
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))

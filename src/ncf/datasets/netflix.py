@@ -81,12 +81,27 @@ def netflix_sources(paths: str | Path | Iterable[str | Path]) -> list[Path]:
         for pattern in ("combined_data_*.txt", "mv_*.txt"):
             found = sorted(p.glob(pattern), key=_numeric_key)
             if found:
+                if pattern.startswith("combined"):
+                    _check_complete(p, found)
                 return found
         for sub in ("training_set", "training_set.tar"):
             if (p / sub).exists():
                 return netflix_sources(p / sub)
         raise DataError("no combined_data_*.txt, mv_*.txt or training_set.tar inside", path=p)
     return [q for path in paths for q in netflix_sources(path)]
+
+
+def _check_complete(folder: Path, found: list[Path]) -> None:
+    """Kaggle's set is ``combined_data_1..4.txt``: a gap below the last one found there means
+    a file of the set is missing (other numberings are taken as they are)."""
+    numbers = {_numeric_key(f)[0] for f in found}
+    if max(numbers) > 4:
+        return
+    missing = sorted(set(range(1, max(numbers) + 1)) - numbers)
+    if missing:
+        names = ", ".join(f"combined_data_{k}.txt" for k in missing)
+        raise DataError(f"{names} missing from the set (found {', '.join(f.name for f in found)})",
+                        path=folder)
 
 
 def _numeric_key(path: Path | str) -> tuple[int, str]:
@@ -306,6 +321,7 @@ def _parse_ratings(
     return customer, rating, days, ok & ok_customer
 
 
+_PIECE_ROWS: dict[int, list[tuple[int, int]]] = {}  # chunk id -> (source, rows) of its pieces
 _OPEN = -2  # movie of the rows before a block's first movie line: the previous block's
 
 
@@ -350,7 +366,12 @@ def _parse_block(pieces: list[_Piece]) -> tuple[NetflixChunk, int, int]:
     if pieces[0].file_start:
         lead = 0
     last = int(movie_of[mark[-1]]) if len(mark) else _OPEN
-    return NetflixChunk(movie, customer, rating, day), lead, last
+    chunk = NetflixChunk(movie, customer, rating, day)
+    if len(pieces) > 1:  # rows of each piece: which file each row comes from
+        of_piece = np.searchsorted(piece_starts, starts[r_idx], side="right") - 1
+        rows = np.bincount(of_piece, minlength=len(pieces))
+        _PIECE_ROWS[id(chunk)] = [(p.source, int(k)) for p, k in zip(pieces, rows, strict=True)]
+    return chunk, lead, last
 
 
 def _raise_at(
@@ -617,7 +638,8 @@ def read_netflix_columns(
     rows = np.zeros(len(files), dtype=np.int64)
     for chunk, source in _chunks_with_sources(files, chunk_bytes, threads):
         store.append(chunk)
-        rows[source] += len(chunk)
+        for src, k in _PIECE_ROWS.pop(id(chunk), [(source, len(chunk))]):
+            rows[src] += k
     if not store.n:
         raise DataError("no ratings found", path=", ".join(sources))
     users, items = store.column("customer"), store.column("movie")

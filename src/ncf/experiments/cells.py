@@ -24,6 +24,7 @@ import torch
 from ncf.baselines import BASELINES
 from ncf.errors import NcfError
 from ncf.evaluation import ScoreFn, evaluate
+from ncf.experiments.names import LABELS
 from ncf.models import GMF, MLP
 from ncf.pipeline import (
     FINETUNE_PRESETS,
@@ -39,16 +40,8 @@ from ncf.training import TrainConfig, model_scorer, train
 #: Bump when the meaning of a stored result changes (old cells are then recomputed).
 CELL_VERSION = 1
 
-NCF_MODELS = ("gmf", "mlp", "neumf", "neumf-scratch")
 #: Baselines whose main hyper-parameter is a number of factors.
 FACTOR_BASELINES = ("puresvd", "ials", "bpr", "mf")
-
-LABELS: dict[str, str] = {
-    "gmf": "GMF", "mlp": "MLP", "neumf": "NeuMF (pre-trained)",
-    "neumf-scratch": "NeuMF (no pre-training)", "itempop": "ItemPop", "itemknn": "ItemKNN",
-    "puresvd": "PureSVD", "ease": "EASE^R", "bpr": "BPR", "ials": "iALS",
-    "mf": "MF (log loss)",
-}
 
 #: Validation grids of the baselines (every point fitted, the best validation HR@10 kept).
 #: ``factors`` of PureSVD is tuned only where the setting does not fix the factor size.
@@ -81,7 +74,13 @@ def split_fingerprint(split: Split) -> str:
                   split.validation_negatives]
     h.update(f"{split.train.n_users},{split.train.n_items}".encode())
     for p in parts:
-        h.update(b"|" if p is None else np.ascontiguousarray(p, dtype=np.int64).tobytes())
+        h.update(b"|")
+        if p is None:
+            continue
+        flat = np.asarray(p).reshape(-1)
+        h.update(str(np.asarray(p).shape).encode())
+        for start in range(0, len(flat), 1 << 22):  # int64 chunks: no full copy at scale
+            h.update(flat[start : start + (1 << 22)].astype(np.int64).tobytes())
     return h.hexdigest()[:16]
 
 
@@ -137,10 +136,12 @@ def pipeline_config(setting: dict[str, int], seed: int, budget: Budget,
                     pretrain: bool) -> PipelineConfig:
     """The pipeline configuration of an NCF setting (factors, layers, negatives)."""
     negatives = int(setting.get("negatives", 4))
+    # The stage seeds are set as run_pipeline sets them, so the stored configuration is exact.
     stage = TrainConfig(epochs=budget.epochs, batch_size=budget.batch_size, lr=budget.lr,
-                        n_negatives=negatives, device=budget.device)
+                        n_negatives=negatives, device=budget.device, seed=seed)
     neumf = replace(FINETUNE_PRESETS["tuned" if pretrain else "adam"], epochs=budget.epochs,
-                    batch_size=budget.batch_size, n_negatives=negatives, device=budget.device)
+                    batch_size=budget.batch_size, n_negatives=negatives, device=budget.device,
+                    seed=seed)
     return PipelineConfig(
         factors=int(setting.get("factors", 8)), n_layers=int(setting.get("layers", 3)),
         pretrain=pretrain, gmf=stage, mlp=stage, neumf=neumf, seed=seed,
@@ -314,15 +315,15 @@ def compute_cells(cells: list[Cell], split: Split, store: CellStore, fingerprint
     """Compute every cell whose result is not stored yet, writing each as it finishes."""
     stats = RunStats()
     missing: dict[str, Cell] = {}
-    for c in cells:
-        if c.key in missing:
-            continue
+    for key, c in {c.key: c for c in reversed(cells)}.items():  # first cell of each key wins
         if store.load(c) is None:
-            missing[c.key] = c
+            missing[key] = c
         else:
             stats.reused += 1
+    missing = {k: missing[k] for k in dict.fromkeys(c.key for c in cells) if k in missing}
     # NeuMF with pre-training trains GMF and MLP too: their cells come with it.
     extras: dict[str, dict[str, Cell]] = {}
+    claimed: set[str] = set()
     for c in list(missing.values()):
         if c.model != "neumf":
             continue
@@ -331,10 +332,13 @@ def compute_cells(cells: list[Cell], split: Split, store: CellStore, fingerprint
         for part in ("gmf", "mlp"):
             pc = c.spec
             sub = Cell(part, c.setting, c.seed, pc, ncf_cell_config(part, pc, fingerprint))
+            if sub.key in claimed:
+                continue  # another pipeline run of this experiment already yields it
             if sub.key in missing:
                 extras[c.key][part] = missing.pop(sub.key)
             elif store.load(sub) is None:
                 extras[c.key][part] = sub
+            claimed.add(sub.key)
     total = len(missing) + sum(len(e) for e in extras.values())
     done = 0
 
@@ -345,7 +349,6 @@ def compute_cells(cells: list[Cell], split: Split, store: CellStore, fingerprint
         stats.computed.append(cell.key)
         say(_line(cell, stored, done, total))
 
-    full_users = None
     for c in missing.values():
         full_users = c.config.get("full_ranking_users")
         if isinstance(c.spec, BaselineSpec):

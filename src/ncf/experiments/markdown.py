@@ -6,7 +6,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ncf.experiments.cells import LABELS, NCF_MODELS, Cell
+from ncf.experiments.cells import Cell
+from ncf.experiments.names import LABELS, NCF_MODELS
 from ncf.experiments.presets import ExperimentOptions, Preset
 from ncf.experiments.tables import (
     Row,

@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ncf.baselines import BASELINES
 from ncf.errors import NcfError
 from ncf.experiments.cells import (
-    NCF_MODELS,
     Budget,
     Cell,
     baseline_cell_config,
@@ -16,8 +14,8 @@ from ncf.experiments.cells import (
     ncf_cell_config,
     pipeline_config,
 )
+from ncf.experiments.names import ALL_MODELS, NCF_MODELS, PRESET_TITLES
 
-ALL_MODELS = NCF_MODELS + tuple(BASELINES)
 #: Baselines quick enough for a smoke run.
 QUICK_BASELINES = ("itempop", "puresvd", "ease")
 
@@ -93,15 +91,15 @@ def _negatives(f: tuple[int, ...], quick: bool) -> list[dict[str, int]]:
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
-    Preset("factors", "HR@10 and NDCG@10 against predictive factors (Figure 4, Table 2)",
+    Preset("factors", PRESET_TITLES["factors"],
            ALL_MODELS, (8, 16, 32, 64), _factors, "factors"),
-    Preset("depth", "MLP with 0 to 4 hidden layers at each factor size (Tables 3 and 4)",
+    Preset("depth", PRESET_TITLES["depth"],
            ("mlp",), (8, 16, 32, 64), _depth, "layers"),
-    Preset("negatives", "1 to 10 sampled negatives per positive (Figure 7)",
+    Preset("negatives", PRESET_TITLES["negatives"],
            ("gmf", "mlp", "neumf"), (16,), _negatives, "negatives"),
-    Preset("curves", "training loss, HR@10 and NDCG@10 by epoch (Figure 6)",
+    Preset("curves", PRESET_TITLES["curves"],
            ("gmf", "mlp", "neumf"), (8,), _factors, None),
-    Preset("protocols", "sampled protocol against full ranking (Krichene and Rendle, 2020)",
+    Preset("protocols", PRESET_TITLES["protocols"],
            ALL_MODELS, (32,), _factors, None, fix_factors=False),
 )}
 

@@ -1,18 +1,4 @@
-"""The paper's studies as one command: presets over a grid of cells, resumable, with a report.
-
-A *cell* is one (model, setting, seed). Its result is stored as ``cells/MODEL-HASH.json``,
-the hash taken over its full configuration (data fingerprint included), so running an
-experiment again computes only the cells not stored yet, and an interrupted one resumes.
-
-Presets (:data:`PRESETS`): ``factors`` (Figure 4, Table 2), ``depth`` (Tables 3 and 4),
-``negatives`` (Figure 7), ``curves`` (Figure 6) and ``protocols`` (sampled against full
-ranking). Every choice, NCF epochs and baseline hyper-parameters alike, is made on the
-validation split.
-
-Example:
-    >>> data = resolve_training_data(data="ml-100k.train.rating")      # doctest: +SKIP
-    >>> run_experiment("factors", data, ExperimentOptions(epochs=10), "reports/f")  # doctest: +SKIP
-"""
+"""Running a preset: compute the missing cells, aggregate, write tables, plots and report."""
 
 from __future__ import annotations
 
@@ -26,7 +12,6 @@ from typing import Any
 
 from ncf.errors import NcfError
 from ncf.experiments.cells import (
-    LABELS,
     CellStore,
     RunStats,
     compute_cells,
@@ -34,7 +19,6 @@ from ncf.experiments.cells import (
 )
 from ncf.experiments.markdown import write_report
 from ncf.experiments.presets import (
-    ALL_MODELS,
     PRESETS,
     ExperimentOptions,
     Preset,
@@ -55,8 +39,8 @@ from ncf.experiments.tables import (
 )
 from ncf.runs import atomic_write, write_json
 
-__all__ = ["ALL_MODELS", "PRESETS", "ExperimentOptions", "ExperimentOutcome", "LABELS",
-           "Preset", "data_name", "run_experiment"]
+__all__ = ["PRESETS", "ExperimentOptions", "ExperimentOutcome", "Preset", "data_name",
+           "run_experiment"]
 
 #: File stems that say nothing about the data set: the folder's name is used instead.
 _GENERIC = {"u", "ratings", "data", "train", "combined_data_1", "training_set", "interactions"}
@@ -93,6 +77,7 @@ def run_experiment(
     cells_dir: str | Path | None = None,
     data_title: str | None = None,
     say: Callable[[str], None] = lambda s: None,
+    plots: bool = True,
 ) -> ExperimentOutcome:
     """Run preset ``name`` on ``data`` (a :class:`~ncf.sources.TrainingData`), write the report.
 
@@ -105,6 +90,7 @@ def run_experiment(
             to reuse cells they have in common.
         data_title: the data set's name in the report.
         say: prints progress lines.
+        plots: draw the PNG plots (existing ones are left as they are otherwise).
 
     Raises:
         NcfError: unknown preset or model, bad factors, or a split without validation.
@@ -145,7 +131,7 @@ def run_experiment(
             raise NcfError(f"cell {c.filename} is missing after the run")
         stored[c.key] = s
     rows = aggregate(cells, stored)
-    files = _write_tables(preset, rows, out)
+    files = _write_tables(preset, rows, out, plots)
     wall = time.perf_counter() - t0
     computed = len({k for k in stats.computed if k in stored})
     timing = {"cells": n_unique, "computed": computed, "reused": n_unique - computed,
@@ -162,7 +148,7 @@ def run_experiment(
     return ExperimentOutcome(out, stats, wall)
 
 
-def _write_tables(preset: Preset, rows: list[Any], out: Path) -> dict[str, str]:
+def _write_tables(preset: Preset, rows: list[Any], out: Path, plots: bool) -> dict[str, str]:
     """The CSV tables and PNG plots of a preset; returns ``{file name: what it holds}``."""
     files: dict[str, str] = {}
     write_csv(out / "results.csv", results_table(rows))
@@ -173,12 +159,14 @@ def _write_tables(preset: Preset, rows: list[Any], out: Path) -> dict[str, str]:
             path = f"{stem}_by_{preset.sweep}.csv"
             write_csv(out / path, pivot_table(rows, preset.sweep, col))
             files[path] = f"test {stem.upper()}@10 by {preset.sweep} (mean, std)"
-        plot_sweep(rows, preset.sweep, out / f"{preset.sweep}.png")
+        if plots:
+            plot_sweep(rows, preset.sweep, out / f"{preset.sweep}.png")
         files[f"{preset.sweep}.png"] = f"test HR@10 and NDCG@10 against {preset.sweep}"
     if preset.name == "curves":
         table = curves_table(rows)
         write_csv(out / "curves.csv", table)
-        plot_curves(table, out / "curves.png")
+        if plots:
+            plot_curves(table, out / "curves.png")
         files["curves.csv"] = "per-epoch training loss and validation HR@10 / NDCG@10"
         files["curves.png"] = "the same, mean over seeds"
     if preset.name == "protocols":
@@ -188,7 +176,8 @@ def _write_tables(preset: Preset, rows: list[Any], out: Path) -> dict[str, str]:
             group = [r for r in rows if json.dumps(r.setting, sort_keys=True) == setting]
             png = "protocols.png" if len(settings) == 1 else "protocols-" + "-".join(
                 f"{k}{v}" for k, v in json.loads(setting).items()) + ".png"
-            plot_protocols(group, out / png)
+            if plots:
+                plot_protocols(group, out / png)
             files[png] = ("test HR@10 under the sampled protocol and under full ranking "
                           + ("" if len(settings) == 1 else f"({setting_text(group[0].setting)})"))
             full = rank_order(group, "full")

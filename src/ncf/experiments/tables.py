@@ -15,8 +15,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from ncf.experiments.cells import LABELS, NCF_MODELS, Cell  # noqa: E402
+from ncf.experiments.cells import Cell  # noqa: E402
+from ncf.experiments.names import LABELS, NCF_MODELS  # noqa: E402
 from ncf.runs import atomic_write  # noqa: E402
 
 #: column -> (held-out part, protocol, metric) of a cell result
@@ -238,6 +240,7 @@ def plot_curves(table: Sequence[Mapping[str, Any]], path: Path) -> Path:
     titles = ("training log loss", "validation HR@10", "validation NDCG@10")
     for ax, title in zip(axes, titles, strict=True):
         ax.set(xlabel="epoch", ylabel=title, title=title)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()

@@ -1,0 +1,206 @@
+"""`ncf experiment`: report files, resumable cells, validation beside test, both rank orders."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from planted import planted
+
+import ncf.experiments.cells as cells_mod
+from ncf.baselines import BASELINES
+from ncf.cli import main
+from ncf.errors import NcfError
+from ncf.experiments.markdown import baseline_sentences, protocols_section
+from ncf.experiments.names import BASELINE_MODELS
+from ncf.experiments.run import ExperimentOptions, data_name, run_experiment
+from ncf.experiments.tables import Row
+from ncf.interactions import Interactions
+from ncf.sources import TrainingData
+from ncf.split import leave_one_out, with_negatives
+
+N_USERS, N_ITEMS = 40, 160
+
+
+@pytest.fixture(scope="module")
+def tiny() -> TrainingData:
+    """Planted blocks as a leave-one-out split with validation items and 99 candidates."""
+    train, val, test = planted(n_users=N_USERS, n_items=N_ITEMS, per_user=10)
+    u = np.concatenate([train.user_ids, val.users, test.users]).astype(np.int32)
+    i = np.concatenate([train.item_ids, val.items, test.items]).astype(np.int32)
+    x = Interactions(u, i, None, None, N_USERS, N_ITEMS, np.arange(N_USERS), np.arange(N_ITEMS))
+    split = with_negatives(leave_one_out(x, validation=True, seed=0), n=99, seed=0)
+    return TrainingData(split, None, "planted blocks")
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Counts of pipeline runs, single GMF/MLP trainings and baseline tunings."""
+    counter: Counter[str] = Counter()
+    for name in ("run_pipeline", "_train_single", "_tune_baseline"):
+        real = getattr(cells_mod, name)
+
+        def wrapped(*a: Any, _real: Any = real, _name: str = name, **kw: Any) -> Any:
+            counter[_name] += 1
+            return _real(*a, **kw)
+
+        monkeypatch.setattr(cells_mod, name, wrapped)
+    return counter
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(path.open()))
+
+
+def _cell_file(out: Path, model: str, seed: int) -> Path:
+    cfg = json.loads((out / "config.json").read_text())
+    name = next(c["file"] for c in cfg["cells"] if c["model"] == model and c["seed"] == seed)
+    return out / "cells" / name
+
+
+def _stable(result: dict[str, Any]) -> dict[str, Any]:
+    """A result without its timings."""
+    hist = [{k: r[k] for k in ("epoch", "loss", "hr", "ndcg")} for r in result["history"]]
+    return {**result, "history": hist}
+
+
+def test_factors_report_resume_and_single_cell_recompute(
+    tiny: TrainingData, tmp_path: Path, calls: Counter[str]
+) -> None:
+    out = tmp_path / "factors"
+    opts = ExperimentOptions(seeds=(0, 1), epochs=1, factors=(8,),
+                             models=("gmf", "mlp", "neumf", "itempop", "ease"))
+    first = run_experiment("factors", tiny, opts, out)
+    # GMF and MLP come from the NeuMF pipeline: one run per seed, never trained again.
+    assert calls == Counter(run_pipeline=2, _tune_baseline=2)
+    assert len(first.stats.computed) == 8  # 3 NCF x 2 seeds + ItemPop + EASE (no seed)
+    for f in ("report.md", "results.csv", "hr_by_factors.csv", "ndcg_by_factors.csv",
+              "factors.png", "config.json"):
+        assert (out / f).stat().st_size > 0, f
+    rows = _csv(out / "results.csv")
+    assert [r["model"] for r in rows] == ["gmf", "mlp", "neumf", "itempop", "ease"]
+    assert {r["n"] for r in rows} == {"2", "1"}
+    assert all(r["val_hr_mean"] and r["test_hr_mean"] and r["test_full_hr_mean"] for r in rows)
+    assert [r["model"] for r in _csv(out / "hr_by_factors.csv")][2] == "NeuMF (pre-trained)"
+    report = (out / "report.md").read_text()
+    assert "| val HR@10 | test HR@10 |" in report
+    ease = rows[-1]
+    line = next(ln for ln in report.splitlines() if ln.startswith("| EASE^R | 8 |"))
+    assert f"{float(ease['val_hr_mean']):.4f}" in line
+    assert f"{float(ease['test_hr_mean']):.4f}" in line
+    assert "chosen by validation HR@10" in report and "Wall time" in report
+
+    # A second run recomputes nothing.
+    calls.clear()
+    again = run_experiment("factors", tiny, opts, out, plots=False)
+    assert not calls and again.stats.computed == []
+
+    # Deleting one cell recomputes that cell only, with the same result.
+    gmf_file = _cell_file(out, "gmf", 1)
+    before = json.loads(gmf_file.read_text())
+    gmf_file.unlink()
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / "cells").iterdir()}
+    third = run_experiment("factors", tiny, opts, out, plots=False)
+    assert calls == Counter(_train_single=1)
+    assert third.stats.computed == [before["key"]]
+    after = json.loads(gmf_file.read_text())["result"]
+    assert _stable(after) == _stable(before["result"])  # GMF alone == GMF of the pipeline
+    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
+
+    # Deleting a NeuMF cell reruns its pipeline but rewrites neither GMF nor MLP.
+    calls.clear()
+    neumf_file = _cell_file(out, "neumf", 0)
+    key = json.loads(neumf_file.read_text())["key"]
+    neumf_file.unlink()
+    assert run_experiment("factors", tiny, opts, out, plots=False).stats.computed == [key]
+    assert calls == Counter(run_pipeline=1)
+
+
+def test_protocols_lists_both_rank_orders(tiny: TrainingData, tmp_path: Path) -> None:
+    out = tmp_path / "protocols"
+    opts = ExperimentOptions(seeds=(0,), epochs=1, factors=(8,), quick=True,
+                             models=("gmf", "itempop", "ease", "puresvd"))
+    run_experiment("protocols", tiny, opts, out)
+    report = (out / "report.md").read_text()
+    assert "Rank order under the sampled protocol" in report
+    assert "Rank order under full ranking" in report
+    rows = _csv(out / "protocols.csv")
+    assert sorted(int(r["rank_sampled"]) for r in rows) == [1, 2, 3, 4]
+    assert sorted(int(r["rank_full"]) for r in rows) == [1, 2, 3, 4]
+    assert (out / "protocols.png").stat().st_size > 0
+    # PureSVD's factor count is tuned on validation here (no factor size fixed).
+    cfg = json.loads((out / "config.json").read_text())
+    svd = next(c["config"] for c in cfg["cells"] if c["model"] == "puresvd")
+    assert svd["fixed"] == {} and len(svd["grid"]["factors"]) == 2
+
+
+def test_curves_come_from_the_recorded_history(tiny: TrainingData, tmp_path: Path) -> None:
+    out = tmp_path / "curves"
+    run_experiment("curves", tiny, ExperimentOptions(seeds=(0,), epochs=2, models=("gmf",)), out)
+    rows = _csv(out / "curves.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert all(r["loss_mean"] and r["val_hr_mean"] for r in rows)
+    assert (out / "curves.png").stat().st_size > 0
+
+
+def _row(model: str, sampled: float, full: float) -> Row:
+    def part(hr: float) -> dict[str, Any]:
+        return {"sampled": {"hr": hr, "ndcg": hr / 2}, "full": {"hr": hr / 10, "ndcg": hr / 20}}
+
+    r = Row(model, {"factors": 8})
+    r.results.append({"validation": part(sampled), "test": {"sampled": part(sampled)["sampled"],
+                                                            "full": {"hr": full, "ndcg": full}}})
+    return r
+
+
+def test_order_change_and_baseline_sentence_are_plain() -> None:
+    rows = [_row("neumf", 0.70, 0.05), _row("ease", 0.72, 0.09), _row("itempop", 0.40, 0.06)]
+    text = "\n".join(protocols_section(rows))
+    assert "EASE^R > NeuMF (pre-trained) > ItemPop" in text
+    assert "EASE^R > ItemPop > NeuMF (pre-trained)" in text
+    assert "The order changes" in text and "Kendall's tau 0.33" in text
+    assert baseline_sentences(rows) == [
+        "- EASE^R beats NeuMF by 0.020 HR@10 on this data at factors=8 (test, sampled protocol)."
+    ]
+    same = "\n".join(protocols_section(rows[:2]))
+    assert "same order" in same
+
+
+def test_cli_quick_run_on_a_table_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(0)
+    lines = ["user,item,timestamp"]
+    for u in range(30):
+        for t, i in enumerate(rng.choice(150, 8, replace=False)):
+            lines.append(f"{u},{i},{t}")
+    for i in range(150):  # every item seen at least once
+        lines.append(f"{i % 30},{i},{100 + i}")
+    data = tmp_path / "tiny.csv"
+    data.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "report"
+    argv = ["experiment", "negatives", "--data", str(data), "--quick", "--epochs", "1",
+            "--models", "gmf,itempop", "--factors", "8", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "[1/3] GMF factors=8, negatives=1 seed=0" in printed.replace(" negatives", ", negatives")
+    assert "total wall time" in printed
+    rows = _csv(out / "hr_by_negatives.csv")
+    assert list(rows[0])[1:] == ["negatives=1 mean", "negatives=1 std", "negatives=4 mean",
+                                 "negatives=4 std"]
+    assert main(argv) == 0 and "[1/" not in capsys.readouterr().out  # nothing recomputed
+    assert main(["experiment", "factors", "--data", str(data), "--models", "nope"]) == 2
+
+
+def test_names_and_errors(tiny: TrainingData, tmp_path: Path) -> None:
+    assert BASELINE_MODELS == tuple(BASELINES)
+    assert data_name("../shared/data/ncf/ml-100k.train.rating") == "ml-100k"
+    assert data_name("data/ml-100k/u.data") == "ml-100k"
+    assert data_name(None, "ml-1m") == "ml-1m" and data_name(None) == "synthetic"
+    with pytest.raises(NcfError, match="unknown experiment"):
+        run_experiment("nope", tiny, ExperimentOptions(), tmp_path)
+    with pytest.raises(NcfError, match="even"):
+        run_experiment("factors", tiny, ExperimentOptions(factors=(7,)), tmp_path)
