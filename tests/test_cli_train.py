@@ -148,3 +148,21 @@ def test_saved_model_is_complete_or_absent(tmp_path: Path, monkeypatch) -> None:
     u, i = np.array([0, 1]), np.array([[0, 1], [1, 0]])
     np.testing.assert_allclose(back.score(u, i), rec.score(u, i))
     assert torch.equal(back.model.user.weight, rec.model.user.weight)
+
+
+def test_auto_batch_size_keeps_the_papers_256_on_small_data() -> None:
+    from ncf.cli.train import auto_batch_size
+
+    assert auto_batch_size(98_114, 4) == 256  # ml-100k: the paper's batch
+    assert auto_batch_size(990_000, 4) == 2048  # 1M ratings: ~2,400 steps an epoch
+    assert auto_batch_size(100_000_000, 4) == 16384  # capped
+
+
+def test_cuda_without_a_gpu_is_one_clear_line(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert main(["train", "--device", "cuda", "--out", str(tmp_path / "r"), *SMALL]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

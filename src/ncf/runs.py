@@ -63,6 +63,9 @@ def atomic_write(path: str | Path, data: bytes) -> Path:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would make reports private
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

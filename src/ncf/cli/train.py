@@ -72,6 +72,19 @@ def register(sub: Any) -> None:
     r.set_defaults(run=cmd_recommend)
 
 
+def check_device(device: str) -> None:
+    """A clear error for a device this torch build or machine cannot use."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise NcfError(f"--device {device}: not a torch device (try cpu or cuda)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise NcfError(f"--device {device}: no CUDA device is available to this torch build "
+                       f"({torch.__version__})")
+
+
 def auto_batch_size(n_positives: int, n_negatives: int, steps: int = 2000) -> int:
     """256 (the paper's) unless an epoch would exceed ~``steps`` steps; then a power of two."""
     samples = n_positives * (1 + n_negatives)
@@ -154,6 +167,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.factors < 2 or args.factors % 2:
         raise NcfError(f"--factors must be an even number >= 2, got {args.factors}")
+    check_device(args.device)
     run_dir = plan_run_dir(args.out)  # checked now, created once the data are ready
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     t0 = time.perf_counter()
