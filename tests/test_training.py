@@ -116,3 +116,22 @@ def test_training_rejects_empty_data() -> None:
     empty = train_x.subset(np.zeros(len(train_x), bool))
     with pytest.raises(NcfError, match="empty"):
         train(GMF(20, train_x.n_items), empty, val, TrainConfig(epochs=1))
+
+
+def test_epoch_in_blocks_still_holds_every_positive_once() -> None:
+    from ncf.training import iter_epoch
+
+    train_x, _, _ = planted(n_users=40)
+    keys = KeySet(train_x.keys(), train_x.n_items)
+    u = train_x.user_ids.astype(np.int64)
+    i = train_x.item_ids.astype(np.int64)
+    blocks = list(iter_epoch(u, i, keys, train_x.n_items, 3, np.random.default_rng(0),
+                             torch.Generator().manual_seed(0), block=100))
+    assert len(blocks) == -(-len(u) // 100)
+    users = torch.cat([b[0] for b in blocks])
+    items = torch.cat([b[1] for b in blocks])
+    labels = torch.cat([b[2] for b in blocks])
+    pos = labels == 1
+    assert sorted(zip(users[pos].tolist(), items[pos].tolist())) == sorted(zip(u.tolist(), i.tolist()))
+    assert int((~pos).sum()) == 3 * len(u)
+    assert not keys.contains(users[~pos].numpy() * train_x.n_items + items[~pos].numpy()).any()

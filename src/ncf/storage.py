@@ -42,7 +42,7 @@ from ncf.datasets.netflix import NetflixColumns, read_netflix_columns
 from ncf.errors import DataError, NcfError
 from ncf.interactions import Interactions
 from ncf.prepare import compact, deduplicate, kcore, parse_count, subsample, to_implicit
-from ncf.sampling import KeySet, sample_candidates
+from ncf.sampling import MAX_BITSET_BYTES, KeySet, sample_candidates
 from ncf.split import Split, holdout_validation, latest_rows, leave_one_out, with_negatives
 
 FORMAT = "ncf-prepared"
@@ -669,6 +669,27 @@ def _sorted_keys(c: NetflixColumns) -> np.ndarray:
     return keys
 
 
+def _keyset(keys: np.ndarray, n_items: int) -> KeySet:
+    """A :class:`KeySet` of sorted unique ``keys`` whose bitset is filled slice by slice.
+
+    ``KeySet(keys, n_items)`` builds its bitset with temporaries as large as ``keys``
+    itself (2.4 GB at 100M keys); here they stay at one slice.
+    """
+    ks = KeySet(keys, n_items, max_bitset_bytes=0)
+    n_bits = int(keys[-1] // n_items + 1) * n_items if len(keys) else 0
+    if (n_bits + 7) // 8 > MAX_BITSET_BYTES:
+        return KeySet(keys, n_items)  # too large for a bitset: lookups sort and search
+    bits = np.zeros((n_bits + 7) // 8, dtype=np.uint8)
+    for s in _row_slices(len(keys)):
+        k = keys[s]
+        byte = k >> 3
+        starts = np.flatnonzero(np.r_[True, byte[1:] != byte[:-1]])
+        flags = np.left_shift(1, (k & 7).astype(np.uint8), dtype=np.uint8)
+        bits[byte[starts]] |= np.add.reduceat(flags, starts, dtype=np.uint8)  # distinct bits
+    ks.bits, ks.n_bits = bits, n_bits
+    return ks
+
+
 def _probe_mask(c: NetflixColumns, keys: np.ndarray, probe: str | Path) -> np.ndarray:
     """bool per row: the ratings listed in ``probe.txt``; each must be one of the ratings."""
     movie, customer = read_netflix_probe(probe)
@@ -821,7 +842,7 @@ def prepare_netflix(
     lap("split")
     cands: dict[str, np.ndarray] = {}
     if negatives:
-        ks = KeySet(keys, n_items)
+        ks = _keyset(keys, n_items)
         cands["test"] = sample_candidates(c.users[test_rows], ks, n_items, n=negatives, seed=seed)
         if val_rows is not None:
             cands["validation"] = sample_candidates(c.users[val_rows], ks, n_items, n=negatives,

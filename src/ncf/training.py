@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -26,6 +26,9 @@ from ncf.interactions import Interactions
 from ncf.models import NCFModule
 from ncf.optim import OPTIMIZERS, grads_from_autograd
 from ncf.sampling import KeySet, sample_negatives
+
+#: positives per block of an epoch; at 100M positives an epoch is built block by block.
+EPOCH_BLOCK = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class TrainConfig:
         seed: seeds negatives, shuffling and nothing else (initialisation is the caller's).
         autograd: use autograd instead of the hand-written gradients.
         device: torch device of the epoch tensors and the model.
+        epoch_block: positives per block of an epoch (bounds the epoch's memory).
     """
 
     epochs: int = 20
@@ -63,6 +67,7 @@ class TrainConfig:
     seed: int = 0
     autograd: bool = False
     device: str = "cpu"
+    epoch_block: int = EPOCH_BLOCK
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -140,6 +145,50 @@ def model_scorer(
     return score
 
 
+def iter_epoch(
+    users: np.ndarray,
+    items: np.ndarray,
+    keys: KeySet,
+    n_items: int,
+    n_negatives: int,
+    rng: np.random.Generator,
+    generator: torch.Generator,
+    device: str = "cpu",
+    block: int = EPOCH_BLOCK,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """One epoch as shuffled blocks: every positive once, ``n_negatives`` fresh negatives each.
+
+    The positives are permuted globally, then cut into blocks of ``block`` positives; each
+    block gets its negatives and is shuffled with them. With fewer positives than ``block``
+    (every data set short of Netflix scale) this is one global shuffle; at 100M it keeps the
+    epoch's memory to a few blocks instead of 500M samples at once.
+
+    Yields:
+        ``(users, items, labels)`` int64 / int64 / float32 tensors of
+        ``len(block) * (1 + n_negatives)`` samples.
+    """
+    n = len(users)
+    order = rng.permutation(n) if n > block else None
+    for start in range(0, n, block):
+        if order is None:
+            u, i = users, items
+        else:
+            idx = order[start : start + block]
+            u, i = users[idx], items[idx]
+        m = len(u)
+        negs = sample_negatives(u, keys, n_items, n_negatives, rng)
+        all_users = np.empty(m * (1 + n_negatives), dtype=np.int64)
+        all_items = np.empty_like(all_users)
+        all_users[:m], all_items[:m] = u, i
+        all_users[m:] = np.repeat(u, n_negatives)
+        all_items[m:] = negs
+        labels = torch.zeros(len(all_users), dtype=torch.float32)
+        labels[:m] = 1.0
+        perm = torch.randperm(len(all_users), generator=generator)
+        yield (torch.from_numpy(all_users)[perm].to(device),
+               torch.from_numpy(all_items)[perm].to(device), labels[perm].to(device))
+
+
 def build_epoch(
     users: np.ndarray,
     items: np.ndarray,
@@ -150,24 +199,10 @@ def build_epoch(
     generator: torch.Generator,
     device: str = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One shuffled epoch: every positive once and ``n_negatives`` fresh negatives for each.
-
-    Returns:
-        ``(users, items, labels)`` tensors of length ``len(users) * (1 + n_negatives)``.
-    """
-    negs = sample_negatives(users, keys, n_items, n_negatives, rng)
-    n = len(users)
-    all_users = np.empty(n * (1 + n_negatives), dtype=np.int64)
-    all_items = np.empty_like(all_users)
-    all_users[:n], all_items[:n] = users, items
-    all_users[n:] = np.repeat(users, n_negatives)
-    all_items[n:] = negs
-    labels = torch.zeros(len(all_users), dtype=torch.float32)
-    labels[:n] = 1.0
-    perm = torch.randperm(len(all_users), generator=generator)
-    t_users = torch.from_numpy(all_users)[perm]
-    t_items = torch.from_numpy(all_items)[perm]
-    return t_users.to(device), t_items.to(device), labels[perm].to(device)
+    """A whole epoch at once (see :func:`iter_epoch`); for data that fit in one block."""
+    parts = list(iter_epoch(users, items, keys, n_items, n_negatives, rng, generator, device,
+                            block=max(len(users), 1)))
+    return tuple(torch.cat(p) for p in zip(*parts))  # type: ignore[return-value]
 
 
 def make_optimizer(model: NCFModule, config: TrainConfig) -> torch.optim.Optimizer:
@@ -230,30 +265,29 @@ def train(
     bs = config.batch_size
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
-        eu, ei, ey = build_epoch(
-            users, items, keys, train_data.n_items, config.n_negatives, rng, gen, device
-        )
-        n_batches = math.ceil(len(eu) / bs)
         total = torch.zeros((), dtype=torch.float64, device=device)
-        for b in range(n_batches):
-            ub, ib, yb = (
-                eu[b * bs : (b + 1) * bs],
-                ei[b * bs : (b + 1) * bs],
-                ey[b * bs : (b + 1) * bs],
-            )
-            if config.autograd:
-                optimizer.zero_grad(set_to_none=True)
-                loss = torch.nn.functional.binary_cross_entropy_with_logits(model(ub, ib), yb)
-                loss.backward()
-                grads = grads_from_autograd(model.named_parameters())
-                loss = loss.detach()
-            else:
-                loss, grads = model.loss_grads(ub, ib, yb)
-            optimizer.step_with(grads)  # type: ignore[attr-defined]
-            total += loss * len(ub)
-            if progress is not None and (b % 64 == 0 or b == n_batches - 1):
-                progress(b + 1, n_batches)
-        mean_loss = float(total) / len(eu)
+        n_samples = len(users) * (1 + config.n_negatives)
+        n_batches, done = math.ceil(n_samples / bs), 0
+        blocks = iter_epoch(users, items, keys, train_data.n_items, config.n_negatives, rng, gen,
+                            device, block=config.epoch_block)
+        for eu, ei, ey in blocks:
+            for s in range(0, len(eu), bs):
+                ub, ib, yb = eu[s : s + bs], ei[s : s + bs], ey[s : s + bs]
+                if config.autograd:
+                    optimizer.zero_grad(set_to_none=True)
+                    logits = model(ub, ib)
+                    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, yb)
+                    loss.backward()
+                    grads = grads_from_autograd(model.named_parameters())
+                    loss = loss.detach()
+                else:
+                    loss, grads = model.loss_grads(ub, ib, yb)
+                optimizer.step_with(grads)  # type: ignore[attr-defined]
+                total += loss * len(ub)
+                done += 1
+                if progress is not None and (done % 64 == 0 or done == n_batches):
+                    progress(done, n_batches)
+        mean_loss = float(total) / n_samples
         if not math.isfinite(mean_loss):
             raise NcfError(
                 f"training diverged: the loss is {mean_loss} in epoch {epoch} "
