@@ -132,6 +132,7 @@ def test_epoch_in_blocks_still_holds_every_positive_once() -> None:
     items = torch.cat([b[1] for b in blocks])
     labels = torch.cat([b[2] for b in blocks])
     pos = labels == 1
-    assert sorted(zip(users[pos].tolist(), items[pos].tolist())) == sorted(zip(u.tolist(), i.tolist()))
+    got = sorted(zip(users[pos].tolist(), items[pos].tolist()))
+    assert got == sorted(zip(u.tolist(), i.tolist()))
     assert int((~pos).sum()) == 3 * len(u)
     assert not keys.contains(users[~pos].numpy() * train_x.n_items + items[~pos].numpy()).any()
