@@ -95,9 +95,17 @@ def test_metrics(
 ) -> dict[str, Any]:
     """Test HR/NDCG@k under the paper's sampled protocol and under full ranking."""
     score = model_scorer(model)
+    t0 = time.perf_counter()
     sampled = evaluate(score, split, on="test", protocol="sampled", k=k)
+    t1 = time.perf_counter()
     full = evaluate(score, split, on="test", protocol="full", k=k, max_users=full_users, seed=seed)
-    return {"sampled": sampled.as_dict(), "full": full.as_dict()}
+    t2 = time.perf_counter()
+    out_full = full.as_dict()
+    out_full["seconds"] = t2 - t1
+    if full.n_users < len(split.test):  # a seeded sample of users: say what all would cost
+        out_full["users_sampled_from"] = len(split.test)
+        out_full["estimated_seconds_all_users"] = (t2 - t1) * len(split.test) / full.n_users
+    return {"sampled": {**sampled.as_dict(), "seconds": t1 - t0}, "full": out_full}
 
 
 def _seeded(cfg: TrainConfig, seed: int, device: str | None) -> TrainConfig:

@@ -70,6 +70,14 @@ def format_table(metrics: Mapping[str, Mapping[str, Any]]) -> str:
         lines.append(f"{NAMES.get(name, name):8s} {s['hr']:8.4f} {s['ndcg']:8.4f}   "
                      f"{f['hr']:10.4f} {f['ndcg']:12.4f} {f['mrr']:9.4f}   "
                      f"{m.get('best_epoch') or '-':>10}")
+    notes = [(name, m["full"]) for name, m in metrics.items()
+             if m["full"].get("users_sampled_from")]
+    if notes:
+        name, f = notes[0]
+        lines.append(f"full ranking on a seeded sample of {f['n_users']:,} of "
+                     f"{f['users_sampled_from']:,} users ({f['seconds']:.1f}s per model; all users "
+                     f"would take about {f['estimated_seconds_all_users']:.0f}s; "
+                     "--full-ranking-users 0 for all)")
     return "\n".join(lines)
 
 
