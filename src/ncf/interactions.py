@@ -179,14 +179,15 @@ class Interactions:
 
     def user_index(self, raw: Any) -> int:
         """Dense index of a raw user id; ``NcfError`` if unknown."""
-        return _lookup(self.user_raw, raw, "user")
+        return lookup_raw(self.user_raw, raw, "user")
 
     def item_index(self, raw: Any) -> int:
         """Dense index of a raw item id; ``NcfError`` if unknown."""
-        return _lookup(self.item_raw, raw, "item")
+        return lookup_raw(self.item_raw, raw, "item")
 
 
-def _lookup(raw_ids: np.ndarray, raw: Any, what: str) -> int:
+def lookup_raw(raw_ids: np.ndarray, raw: Any, what: str) -> int:
+    """Dense index of ``raw`` in the sorted ``raw_ids``; ``NcfError`` naming it when unknown."""
     try:
         value = np.asarray(raw, dtype=raw_ids.dtype)
     except (TypeError, ValueError):

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 import torch
 
 from ncf.errors import NcfError
-from ncf.interactions import Interactions
+from ncf.interactions import Interactions, lookup_raw
 from ncf.models import NCFModule, build_model
 from ncf.recommender import Recommender, register
 from ncf.training import EvalTarget, History, TrainConfig, model_scorer, train
@@ -83,11 +83,11 @@ class NCFRecommender(Recommender):
     # raw ids ---------------------------------------------------------------------
     def user_of(self, raw: Any) -> int:
         """Dense index of a raw user id; ``NcfError`` naming it when unknown."""
-        return _dense(self.user_raw, raw, "user")
+        return _lookup(self.user_raw, raw, "user")
 
     def item_of(self, raw: Any) -> int:
         """Dense index of a raw item id; ``NcfError`` naming it when unknown."""
-        return _dense(self.item_raw, raw, "item")
+        return _lookup(self.item_raw, raw, "item")
 
     def seen_items(self, user: int) -> np.ndarray:
         """Dense items the user interacted with (those ``recommend`` filters)."""
@@ -97,14 +97,7 @@ class NCFRecommender(Recommender):
         return m.indices[m.indptr[user] : m.indptr[user + 1]].astype(np.int64)
 
 
-def _dense(raw_ids: np.ndarray | None, raw: Any, what: str) -> int:
+def _lookup(raw_ids: np.ndarray | None, raw: Any, what: str) -> int:
     if raw_ids is None:
         raise NcfError(f"this model carries no {what} id map")
-    try:
-        value = np.asarray(raw).astype(raw_ids.dtype)
-    except (TypeError, ValueError):
-        raise NcfError(f"unknown {what} {raw!r}") from None
-    pos = int(np.searchsorted(raw_ids, value))
-    if pos >= len(raw_ids) or raw_ids[pos] != value:
-        raise NcfError(f"unknown {what} {raw!r}: not in the training data")
-    return pos
+    return lookup_raw(raw_ids, raw, what)
