@@ -31,3 +31,13 @@ def _one_thread() -> None:
         torch.set_num_threads(1)
     except ImportError:  # pragma: no cover
         pass
+
+
+try:  # CI runs the property tests on a fixed example sequence, so a run is reproducible
+    from hypothesis import settings
+
+    settings.register_profile("ci", derandomize=True, deadline=None)
+    if os.environ.get("CI"):
+        settings.load_profile("ci")
+except ImportError:  # pragma: no cover
+    pass
