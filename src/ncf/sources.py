@@ -67,7 +67,6 @@ def resolve_training_data(
         synth_ratings: size of the synthetic default (when neither ``data`` nor ``dataset``).
         seed: seeds subsampling, tie-breaking and candidate sampling.
     """
-    from ncf.datasets import detect_format
     from ncf.prepare import parse_count
     from ncf.storage import is_prepared, load_split
 
@@ -85,11 +84,6 @@ def resolve_training_data(
     options: dict[str, Any] = {}
     if not is_prepared(path):
         options = {"fmt": fmt, "ratings": ratings, "seed": seed}
-        if (fmt or detect_format(path)) == "ncf-paper":
-            # The benchmark's test item is each user's latest interaction, larger item id
-            # winning ties: the validation item held out of its train file follows the same
-            # rule, so that model selection sees the distribution the test set has.
-            options["tie_break"] = "item_desc"
     split, catalog, meta = load_split(path, **options)
     if split.validation is None or split.validation_negatives is None:
         raise NcfError(f"{path}: the split has no validation items (needed to select epochs)")

@@ -499,7 +499,7 @@ def prepare_split(
     threshold: float | None = None,
     min_user_ratings: int = 0,
     min_item_ratings: int = 0,
-    tie_break: str = "random",
+    tie_break: str | None = None,
     validation: bool = True,
     negatives: int = 99,
 ) -> tuple[Split, Catalog | None, dict[str, Any]]:
@@ -521,7 +521,11 @@ def prepare_split(
         threshold: minimum rating of a positive.
         min_user_ratings: fewest ratings of a kept user (0: no filter).
         min_item_ratings: fewest ratings of a kept item (0: no filter).
-        tie_break: ``"random"``, ``"item_desc"``, ``"item_asc"`` or ``"order"``.
+        tie_break: ``"random"``, ``"item_desc"``, ``"item_asc"`` or ``"order"``; ``None``:
+            ``"random"`` (neutral), except for data that come split (the NCF paper's files),
+            whose held-out validation item follows the rule of their test item
+            (``"item_desc"``, larger item id wins), so that model selection sees the
+            distribution the test set has.
         validation: hold out a validation item per user.
         negatives: candidates per held-out row (0: none).
 
@@ -535,6 +539,8 @@ def prepare_split(
         raise NcfError(f"negatives must be >= 0, got {negatives}")
     start = time.perf_counter()
     data = load(path, fmt)
+    if tie_break is None:
+        tie_break = "item_desc" if data.split is not None else "random"
     options: dict[str, Any] = {
         "format": data.format, "ratings": ratings, "subsample": subsample_strategy,
         "seed": seed, "threshold": threshold, "min_user_ratings": min_user_ratings,
@@ -750,7 +756,7 @@ def prepare_netflix(
     subsample_strategy: str = "users",
     seed: int = 0,
     threshold: float | None = None,
-    tie_break: str = "random",
+    tie_break: str | None = "random",
     validation: bool = True,
     negatives: int = 99,
     probe: str | Path | None = None,
@@ -780,6 +786,7 @@ def prepare_netflix(
     Returns:
         ``(folder, options)``; ``options["seconds"]`` has the time of each step.
     """
+    tie_break = tie_break or "random"
     out = check_output_dir(out_dir)
     if isinstance(ratings, str):
         ratings = parse_count(ratings)

@@ -41,7 +41,9 @@ def register(sub: Any) -> None:
     p.add_argument("--min-user-ratings", type=int, default=0, help="k-core: fewest per user")
     p.add_argument("--min-item-ratings", type=int, default=0, help="k-core: fewest per item")
     p.add_argument("--tie-break", choices=["random", "item_desc", "item_asc", "order"],
-                   default="random", help="which of equally recent items is held out")
+                   default=None, help="which of equally recent items is held out (default: "
+                   "random; for the NCF paper's files, the validation item follows their test "
+                   "item's rule, item_desc)")
     p.add_argument("--no-validation", action="store_true", help="no validation hold-out")
     p.add_argument("--negatives", type=int, default=99, help="candidates per held-out item")
     p.add_argument("--probe", help="Netflix probe.txt: its ratings are the test split")
