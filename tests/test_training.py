@@ -136,3 +136,18 @@ def test_epoch_in_blocks_still_holds_every_positive_once() -> None:
     assert got == sorted(zip(u.tolist(), i.tolist()))
     assert int((~pos).sum()) == 3 * len(u)
     assert not keys.contains(users[~pos].numpy() * train_x.n_items + items[~pos].numpy()).any()
+
+
+def test_keep_initial_never_ends_worse_than_the_start_on_validation() -> None:
+    train_x, val, _ = planted(n_users=100)
+    torch.manual_seed(0)
+    model = GMF(train_x.n_users, train_x.n_items, factors=8)
+    train(model, train_x, val, TrainConfig(epochs=8, batch_size=64, lr=0.05))
+    start = _test_hr(model, val)
+    # a weight decay that wipes the embeddings out: the starting weights must be kept
+    h = train(model, train_x, val, TrainConfig(epochs=2, optimizer="sgd", lr=0.1,
+                                               weight_decay=5.0, keep_initial=True))
+    assert max(r.hr for r in h.records) < start  # type: ignore[type-var]
+    assert h.best_epoch == 0
+    assert h.initial is not None and h.initial.hr == pytest.approx(start)
+    assert _test_hr(model, val) == pytest.approx(start)

@@ -156,9 +156,11 @@ def run_pipeline(
         stage("mlp", mlp, config.mlp)
         neumf = NeuMF.from_pretrained(gmf, mlp, alpha=config.alpha)
         neumf = neumf.to(device or "cpu")
+        neumf_cfg = replace(config.neumf, keep_initial=True)
     else:
         torch.manual_seed(config.seed + 2)
         neumf = NeuMF(n_users, n_items, config.factors, config.n_layers,
                       share_embeddings=config.share_embeddings, sparse=sparse)
-    stage("neumf", neumf, config.neumf)
+        neumf_cfg = config.neumf
+    stage("neumf", neumf, neumf_cfg)
     return results

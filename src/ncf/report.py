@@ -67,9 +67,11 @@ def format_table(metrics: Mapping[str, Mapping[str, Any]]) -> str:
              head, "-" * len(head)]
     for name, m in metrics.items():
         s, f = m["sampled"], m["full"]
+        best = m.get("best_epoch")
+        kept = "-" if best is None else ("start" if best == 0 else str(best))
         lines.append(f"{NAMES.get(name, name):8s} {s['hr']:8.4f} {s['ndcg']:8.4f}   "
                      f"{f['hr']:10.4f} {f['ndcg']:12.4f} {f['mrr']:9.4f}   "
-                     f"{m.get('best_epoch') or '-':>10}")
+                     f"{kept:>10}")
     notes = [(name, m["full"]) for name, m in metrics.items()
              if m["full"].get("users_sampled_from")]
     if notes:

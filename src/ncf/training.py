@@ -51,6 +51,8 @@ class TrainConfig:
         autograd: use autograd instead of the hand-written gradients.
         device: torch device of the epoch tensors and the model.
         epoch_block: positives per block of an epoch (bounds the epoch's memory).
+        keep_initial: the starting weights compete with every epoch on validation (epoch 0),
+            so fine-tuning a pre-trained model can never end worse on validation than it began.
     """
 
     epochs: int = 20
@@ -68,6 +70,7 @@ class TrainConfig:
     autograd: bool = False
     device: str = "cpu"
     epoch_block: int = EPOCH_BLOCK
+    keep_initial: bool = False
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -110,12 +113,15 @@ class History:
     records: list[EpochRecord] = field(default_factory=list)
     best_epoch: int | None = None
     stopped_early: bool = False
+    initial: EpochRecord | None = None  # the starting weights, when they were a candidate
 
     def as_dicts(self) -> list[dict[str, Any]]:
         return [asdict(r) for r in self.records]
 
     @property
     def best(self) -> EpochRecord | None:
+        if self.best_epoch == 0:
+            return self.initial
         return None if self.best_epoch is None else self.records[self.best_epoch - 1]
 
 
@@ -263,6 +269,20 @@ def train(
     best_state: dict[str, torch.Tensor] | None = None
     since_best = 0
     bs = config.batch_size
+
+    def validate() -> tuple[float | None, float | None, float]:
+        if validation is None:
+            return None, None, 0.0
+        t = time.perf_counter()
+        m = evaluate_sampled(model_scorer(model, device=device), validation.users,
+                             validation.items, validation.negatives, k=config.k)
+        return float(m.hr), float(m.ndcg), time.perf_counter() - t
+
+    if config.keep_initial and validation is not None:
+        hr0, ndcg0, sec0 = validate()
+        history.initial = EpochRecord(0, float("nan"), hr0, ndcg0, config.lr, 0.0, sec0)
+        best_key, history.best_epoch = (hr0 or 0.0, ndcg0 or 0.0), 0
+        best_state = copy.deepcopy(model.state_dict())
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
         total = torch.zeros((), dtype=torch.float64, device=device)
@@ -294,18 +314,7 @@ def train(
                 f"(lr {optimizer.param_groups[0]['lr']:g}); lower the learning rate"
             )
         train_seconds = time.perf_counter() - t0
-        hr = ndcg = None
-        t1 = time.perf_counter()
-        if validation is not None:
-            m = evaluate_sampled(
-                model_scorer(model, device=device),
-                validation.users,
-                validation.items,
-                validation.negatives,
-                k=config.k,
-            )
-            hr, ndcg = float(m.hr), float(m.ndcg)
-        eval_seconds = time.perf_counter() - t1
+        hr, ndcg, eval_seconds = validate()
         record = EpochRecord(
             epoch, mean_loss, hr, ndcg, optimizer.param_groups[0]["lr"], train_seconds, eval_seconds
         )
