@@ -48,7 +48,8 @@ def test_models_learn_far_above_chance(run_dir: Path) -> None:
     for model in ("gmf", "mlp", "neumf"):
         assert metrics[model]["sampled"]["hr"] > 0.3, (model, metrics[model])  # chance: 0.10
         assert 0 <= metrics[model]["full"]["hr"] <= metrics[model]["sampled"]["hr"]
-        assert metrics[model]["best_epoch"] in (1, 2)
+        # NeuMF may keep its pre-trained start (epoch 0) when no epoch beats it on validation
+        assert metrics[model]["best_epoch"] in ((0, 1, 2) if model == "neumf" else (1, 2))
 
 
 def test_evaluate_reproduces_the_saved_metrics(run_dir: Path, capsys) -> None:  # type: ignore[no-untyped-def]

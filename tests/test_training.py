@@ -151,3 +151,10 @@ def test_keep_initial_never_ends_worse_than_the_start_on_validation() -> None:
     assert h.best_epoch == 0
     assert h.initial is not None and h.initial.hr == pytest.approx(start)
     assert _test_hr(model, val) == pytest.approx(start)
+
+
+def test_training_leaves_subnormal_floats_alone_afterwards() -> None:
+    train_x, val, _ = planted(n_users=20)
+    train(GMF(train_x.n_users, train_x.n_items, factors=4), train_x, val, TrainConfig(epochs=1))
+    tiny = np.array([5e-324])  # the smallest subnormal double
+    assert (tiny * 1.0)[0] != 0.0  # flush-to-zero was switched off again

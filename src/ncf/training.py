@@ -243,14 +243,29 @@ def train(
     Raises:
         NcfError: the loss became NaN or infinite (with the epoch and batch), or no data.
     """
+    # Weight decay drives small weights into subnormal floats, which CPUs handle up to 100x
+    # slower; they are flushed to zero while training runs (a process-wide CPU setting, so
+    # it is switched off again afterwards).
+    torch.set_flush_denormal(True)
+    try:
+        return _train(model, train_data, validation, config, on_epoch, progress)
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def _train(
+    model: NCFModule,
+    train_data: Interactions,
+    validation: EvalTarget | None,
+    config: TrainConfig,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> History:
     if len(train_data) == 0:
         raise NcfError("the training split is empty")
     if train_data.n_users > model.n_users or train_data.n_items > model.n_items:
         raise NcfError("the model's id space is smaller than the training data's")
     device = config.device
-    # Weight decay drives small weights into subnormal floats, which CPUs handle up to 100x
-    # slower; flushing them to zero changes no result that matters.
-    torch.set_flush_denormal(True)
     model.to(device)
     model.train()
     rng = np.random.default_rng(config.seed)
