@@ -34,9 +34,12 @@ class RowGrad:
     index: torch.Tensor
     values: torch.Tensor
 
-    def coalesce(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Unique rows and their summed gradients."""
-        rows, inverse = torch.unique(self.index, return_inverse=True)
+    def coalesce(
+        self, unique: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unique rows and their summed gradients (``unique``: ``torch.unique`` of the index,
+        with inverse, when already known)."""
+        rows, inverse = unique or torch.unique(self.index, return_inverse=True)
         summed = torch.zeros(
             len(rows), self.values.shape[1], dtype=self.values.dtype, device=self.values.device
         )
@@ -106,9 +109,13 @@ class _RowOptimizer(torch.optim.Optimizer):
         """Apply one update from gradients keyed by parameter name."""
         group = self.param_groups[0]
         dense_names: list[str] = []
+        uniques: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # tables sharing an index
         for name, g in grads.items():
             if isinstance(g, RowGrad):
-                rows, values = g.coalesce()
+                key = id(g.index)
+                if key not in uniques:
+                    uniques[key] = torch.unique(g.index, return_inverse=True)
+                rows, values = g.coalesce(uniques[key])
                 self._update_rows(self._by_name[name], rows, values, group)
             else:
                 dense_names.append(name)
