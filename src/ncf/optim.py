@@ -140,6 +140,14 @@ class _RowOptimizer(torch.optim.Optimizer):
         raise NotImplementedError
 
 
+def _fused_adam(ps: list, gs: list, ms: list, vs: list, steps: list, group: dict) -> None:
+    """torch's fused Adam kernel: one pass over each tensor (steps are incremented by caller)."""
+    b1, b2 = group["betas"]
+    torch._fused_adam_(ps, gs, ms, vs, [], steps, lr=group["lr"], beta1=b1, beta2=b2,
+                       weight_decay=group["weight_decay"], eps=group["eps"], amsgrad=False,
+                       maximize=False)
+
+
 class Adam(_RowOptimizer):
     """Adam (Kingma & Ba) with lazy row-wise updates for :class:`RowGrad` gradients."""
 
@@ -158,59 +166,25 @@ class Adam(_RowOptimizer):
     def _state_of(self, p: torch.Tensor) -> dict:
         st = self.state[p]
         if not st:
-            st["step"] = 0
+            st["step_t"] = torch.zeros((), dtype=p.dtype, device=p.device)
             st["exp_avg"] = torch.zeros_like(p)
             st["exp_avg_sq"] = torch.zeros_like(p)
         return st
 
     def _update_dense(self, ps, gs, group) -> None:
-        b1, b2 = group["betas"]
         states = [self._state_of(p) for p in ps]
         for st in states:
-            st["step"] += 1
-            st.setdefault("step_t", torch.zeros((), dtype=ps[0].dtype, device=ps[0].device))
             st["step_t"] += 1
-        # torch's fused kernel: one pass over each tensor, the same arithmetic as Adam
-        torch._fused_adam_(
-            ps,
-            list(gs),
-            [st["exp_avg"] for st in states],
-            [st["exp_avg_sq"] for st in states],
-            [],
-            [st["step_t"] for st in states],
-            lr=group["lr"],
-            beta1=b1,
-            beta2=b2,
-            weight_decay=group["weight_decay"],
-            eps=group["eps"],
-            amsgrad=False,
-            maximize=False,
-        )
+        _fused_adam(ps, list(gs), [st["exp_avg"] for st in states],
+                    [st["exp_avg_sq"] for st in states], [st["step_t"] for st in states], group)
 
     def _update_rows(self, p, rows, g, group) -> None:
-        b1, b2 = group["betas"]
         st = self._state_of(p)
-        st["step"] += 1
-        st.setdefault("step_t", torch.zeros((), dtype=p.dtype, device=p.device))
         st["step_t"] += 1  # one step count per table, as torch's SparseAdam
         w = p.index_select(0, rows)
         m = st["exp_avg"].index_select(0, rows)
         v = st["exp_avg_sq"].index_select(0, rows)
-        torch._fused_adam_(
-            [w],
-            [g],
-            [m],
-            [v],
-            [],
-            [st["step_t"]],
-            lr=group["lr"],
-            beta1=b1,
-            beta2=b2,
-            weight_decay=group["weight_decay"],
-            eps=group["eps"],
-            amsgrad=False,
-            maximize=False,
-        )
+        _fused_adam([w], [g], [m], [v], [st["step_t"]], group)
         p.index_copy_(0, rows, w)
         st["exp_avg"].index_copy_(0, rows, m)
         st["exp_avg_sq"].index_copy_(0, rows, v)
