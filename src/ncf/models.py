@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -95,8 +96,10 @@ class NCFModule(nn.Module):
     kind: str = ""
     user_embeddings: tuple[str, ...] = ()
 
-    def hyper(self) -> dict[str, Any]:  # pragma: no cover - overridden
-        raise NotImplementedError
+    def hyper(self) -> dict[str, Any]:
+        """The constructor arguments (each model keeps every one under the same name)."""
+        names = list(inspect.signature(type(self).__init__).parameters)[1:]
+        return {n: getattr(self, n) for n in names}
 
     def features(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError  # pragma: no cover
@@ -146,13 +149,6 @@ class GMF(NCFModule):
         self.item = _embedding(n_items, factors, sparse)
         self.out = _output(factors)
 
-    def hyper(self) -> dict[str, Any]:
-        return {
-            "n_users": self.n_users,
-            "n_items": self.n_items,
-            "factors": self.factors,
-            "sparse": self.sparse,
-        }
 
     def features(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.user(users) * self.item(items)
@@ -192,14 +188,6 @@ class MLP(NCFModule):
         self.tower = _tower(sizes)
         self.out = _output(sizes[-1])
 
-    def hyper(self) -> dict[str, Any]:
-        return {
-            "n_users": self.n_users,
-            "n_items": self.n_items,
-            "factors": self.factors,
-            "n_layers": self.n_layers,
-            "sparse": self.sparse,
-        }
 
     def features(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.tower(torch.cat([self.user(users), self.item(items)], dim=-1))
@@ -259,15 +247,6 @@ class NeuMF(NCFModule):
         del self.gmf.out, self.mlp.out
         self.out = _output(factors + tower_sizes(factors, n_layers)[-1])
 
-    def hyper(self) -> dict[str, Any]:
-        return {
-            "n_users": self.n_users,
-            "n_items": self.n_items,
-            "factors": self.factors,
-            "n_layers": self.n_layers,
-            "share_embeddings": self.share_embeddings,
-            "sparse": self.sparse,
-        }
 
     def features(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         pu, qi = self.mlp.user(users), self.mlp.item(items)

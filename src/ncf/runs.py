@@ -117,18 +117,6 @@ def write_history(path: str | Path, records: Sequence[Mapping[str, Any]]) -> Pat
     return atomic_write(path, buf.getvalue().encode())
 
 
-def read_history(path: str | Path) -> list[dict[str, Any]]:
-    """Records written by :func:`write_history`, numbers parsed back."""
-    rows = list(csv.DictReader(io.StringIO(Path(path).read_text())))
-    out = []
-    for row in rows:
-        rec: dict[str, Any] = {}
-        for k, v in row.items():
-            rec[k] = None if v in ("", "None") else (int(v) if k == "epoch" else float(v))
-        out.append(rec)
-    return out
-
-
 def save_catalog(path: str | Path, item_raw: np.ndarray, titles: np.ndarray,
                  years: np.ndarray) -> Path:
     """Titles of the items (unicode arrays, loadable without pickle)."""

@@ -27,16 +27,12 @@ class TrainingData:
     provenance: dict[str, Any] = field(default_factory=dict)
 
 
-def cache_dir() -> Path:
-    """``$NCF_CACHE``, else ``~/.cache/ncf``."""
-    return Path(os.environ.get("NCF_CACHE") or Path.home() / ".cache" / "ncf")
-
-
 def synthetic_source(n_ratings: int, seed: int, say: Callable[..., None]) -> Path:
     """The cached synthetic Netflix-format set of that size and seed, written once."""
+    from ncf.download import cache_root
     from ncf.synth import write_synth_netflix
 
-    target = cache_dir() / f"synth-netflix-{n_ratings}-seed{seed}"
+    target = cache_root() / f"synth-netflix-{n_ratings}-seed{seed}"
     if (target / "movie_titles.csv").exists():
         return target
     say(f"writing a synthetic Netflix-format set of {n_ratings:,} ratings to {target}")
