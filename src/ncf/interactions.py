@@ -155,6 +155,21 @@ class Interactions:
         fields.update(arrays)
         return Interactions(**fields)  # type: ignore[arg-type]
 
+    def concat(self, *others: Interactions) -> Interactions:
+        """These rows followed by those of ``others`` (same id spaces); ratings and timestamps
+        are kept when every part has them."""
+        parts = (self, *others)
+        for o in others:
+            if o.n_users != self.n_users or o.n_items != self.n_items:
+                raise NcfError("Interactions.concat needs parts with the same id spaces")
+
+        def cat(name: str) -> np.ndarray | None:
+            arrays = [getattr(p, name) for p in parts]
+            return None if any(a is None for a in arrays) else np.concatenate(arrays)
+
+        return self.with_arrays(user_ids=cat("user_ids"), item_ids=cat("item_ids"),
+                                ratings=cat("ratings"), timestamps=cat("timestamps"))
+
     def keys(self) -> np.ndarray:
         """Sorted unique int64 keys ``user * n_items + item``: membership tests via searchsorted."""
         return sorted_unique(self.user_ids.astype(np.int64) * self.n_items + self.item_ids)

@@ -26,14 +26,8 @@ NAMES = {"gmf": "GMF", "mlp": "MLP", "neumf": "NeuMF"}
 
 def all_interactions(split: Any) -> Interactions:
     """Train, validation and test of a split together (the items a user has seen)."""
-    parts = [p for p in (split.train, split.validation, split.test) if p is not None]
-    cat = np.concatenate
-    return split.train.with_arrays(
-        user_ids=cat([p.user_ids for p in parts]),
-        item_ids=cat([p.item_ids for p in parts]),
-        ratings=None,
-        timestamps=None,
-    )
+    parts = [p for p in (split.validation, split.test) if p is not None]
+    return split.train.concat(*parts).with_arrays(ratings=None, timestamps=None)
 
 
 def save_run(run_dir: Path, config: Any, results: Mapping[str, Any], data: Any,
@@ -80,6 +74,12 @@ def format_table(metrics: Mapping[str, Mapping[str, Any]]) -> str:
                      f"{f['users_sampled_from']:,} users ({f['seconds']:.1f}s per model; all users "
                      f"would take about {f['estimated_seconds_all_users']:.0f}s; "
                      "--full-ranking-users 0 for all)")
+    refit = {name: m["refit"]["sampled_before"]["hr"] for name, m in metrics.items()
+             if m.get("refit")}
+    if refit:
+        before = ", ".join(f"{NAMES.get(n, n)} {hr:.4f}" for n, hr in refit.items())
+        lines.append("models refit on train + validation for their best epochs; sampled HR@10 "
+                     f"before the refit: {before}")
     return "\n".join(lines)
 
 

@@ -53,6 +53,8 @@ class TrainConfig:
         epoch_block: positives per block of an epoch (bounds the epoch's memory).
         keep_initial: the starting weights compete with every epoch on validation (epoch 0),
             so fine-tuning a pre-trained model can never end worse on validation than it began.
+        lr_schedule: the learning rate of each epoch, replacing ``lr`` and the plateau
+            scheduler (used to replay a selected run's schedule when refitting).
     """
 
     epochs: int = 20
@@ -71,6 +73,7 @@ class TrainConfig:
     device: str = "cpu"
     epoch_block: int = EPOCH_BLOCK
     keep_initial: bool = False
+    lr_schedule: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -126,9 +129,14 @@ class History:
 
 
 def model_scorer(
-    model: NCFModule, batch_pairs: int = 1 << 20, device: str = "cpu"
+    model: NCFModule, batch_pairs: int = 1 << 20, device: str | torch.device | None = None
 ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """The evaluation scoring function of a model: ``(users (B,), items (B, C)) -> (B, C)``."""
+    """The evaluation scoring function of a model: ``(users (B,), items (B, C)) -> (B, C)``.
+
+    ``device``: where the model lives (default: the device of its parameters).
+    """
+    if device is None:
+        device = next(model.parameters()).device
 
     @torch.no_grad()
     def score(users: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -275,7 +283,7 @@ def _train(
     items = train_data.item_ids.astype(np.int64)
     optimizer = make_optimizer(model, config)
     scheduler = None
-    if config.plateau_factor is not None and validation is not None:
+    if config.plateau_factor is not None and validation is not None and not config.lr_schedule:
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max", factor=config.plateau_factor, patience=config.plateau_patience
         )
@@ -300,6 +308,9 @@ def _train(
         best_state = copy.deepcopy(model.state_dict())
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
+        if config.lr_schedule and epoch <= len(config.lr_schedule):
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr_schedule[epoch - 1]
         total = torch.zeros((), dtype=torch.float64, device=device)
         n_samples = len(users) * (1 + config.n_negatives)
         n_batches, done = math.ceil(n_samples / bs), 0

@@ -44,6 +44,9 @@ def register(sub: Any) -> None:
     p.add_argument("--alpha", type=float, default=0.5, help="GMF weight in the fused output")
     p.add_argument("--early-stopping", type=int, default=8,
                    help="stop a stage after N epochs without better validation HR@10")
+    p.add_argument("--refit", action=argparse.BooleanOptionalAction, default=False,
+                   help="after choosing epochs on validation, retrain every stage on train + "
+                   "validation for those epochs (doubles training time)")
     p.add_argument("--full-ranking-users", type=int, default=10_000,
                    help="users sampled for full-ranking metrics (0: all)")
     p.add_argument("--seed", type=int, default=0)
@@ -116,14 +119,14 @@ class _Progress:
     def __init__(self, quiet: bool, epochs: int) -> None:
         self.quiet, self.epochs = quiet, epochs
         self.tty = sys.stderr.isatty() and not quiet
-        self.epoch = {"gmf": 0, "mlp": 0, "neumf": 0}
+        self.epoch: dict[str, int] = {}
 
     def bar(self, stage: str, done: int, total: int) -> None:
         if not self.tty:
             return
         width = 30
         fill = int(width * done / total)
-        e = self.epoch[stage] + 1
+        e = self.epoch.get(stage, 0) + 1
         bar = "#" * fill + "." * (width - fill)
         pct = 100 * done // total
         sys.stderr.write(f"\r{stage:5s} epoch {e:3d}/{self.epochs} [{bar}] {pct:3d}%")
@@ -156,7 +159,7 @@ def _pipeline_config(args: argparse.Namespace, batch_size: int) -> Any:
     return PipelineConfig(
         factors=args.factors, n_layers=args.layers, pretrain=not args.no_pretrain,
         alpha=args.alpha, gmf=stage, mlp=stage, neumf=neumf, seed=args.seed,
-        full_ranking_users=args.full_ranking_users or None,
+        full_ranking_users=args.full_ranking_users or None, refit=args.refit,
     ), preset
 
 

@@ -19,18 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ncf.baselines import BASELINES
 from ncf.errors import NcfError
 from ncf.evaluation import ScoreFn, evaluate
 from ncf.experiments.names import LABELS
-from ncf.models import GMF, MLP
 from ncf.pipeline import (
     FINETUNE_PRESETS,
-    SPARSE_USERS,
     PipelineConfig,
+    init_model,
     run_pipeline,
+    stage_config,
     validation_target,
 )
 from ncf.runs import write_json
@@ -251,18 +250,8 @@ def _ncf_result(model: Any, history: Any, split: Split, full_users: int | None) 
 
 def _train_single(name: str, pc: PipelineConfig, split: Split) -> tuple[Any, Any]:
     """GMF or MLP alone, initialised and trained exactly as :func:`run_pipeline` does."""
-    n_users, n_items = split.train.n_users, split.train.n_items
-    sparse = pc.sparse if pc.sparse is not None else n_users > SPARSE_USERS
-    if name == "gmf":
-        torch.manual_seed(pc.seed)
-        model: Any = GMF(n_users, n_items, pc.factors, sparse=sparse)
-        cfg = pc.gmf
-    else:
-        torch.manual_seed(pc.seed + 1)
-        model = MLP(n_users, n_items, pc.factors, pc.n_layers, sparse=sparse)
-        cfg = pc.mlp
-    cfg = replace(cfg, seed=pc.seed)
-    history = train(model, split.train, validation_target(split), cfg)
+    model = init_model(name, pc, split.train.n_users, split.train.n_items)
+    history = train(model, split.train, validation_target(split), stage_config(name, pc))
     return model, history
 
 
