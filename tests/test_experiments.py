@@ -124,19 +124,25 @@ def test_factors_report_resume_and_single_cell_recompute(
 def test_protocols_lists_both_rank_orders(tiny: TrainingData, tmp_path: Path) -> None:
     out = tmp_path / "protocols"
     opts = ExperimentOptions(seeds=(0,), epochs=1, factors=(8,), quick=True,
-                             models=("gmf", "itempop", "ease", "puresvd"))
+                             models=("gmf", "itempop", "ease", "puresvd", "bpr"))
     run_experiment("protocols", tiny, opts, out)
     report = (out / "report.md").read_text()
     assert "Rank order under the sampled protocol" in report
     assert "Rank order under full ranking" in report
     rows = _csv(out / "protocols.csv")
-    assert sorted(int(r["rank_sampled"]) for r in rows) == [1, 2, 3, 4]
-    assert sorted(int(r["rank_full"]) for r in rows) == [1, 2, 3, 4]
+    assert sorted(int(r["rank_sampled"]) for r in rows) == [1, 2, 3, 4, 5]
+    assert sorted(int(r["rank_full"]) for r in rows) == [1, 2, 3, 4, 5]
     assert (out / "protocols.png").stat().st_size > 0
-    # PureSVD's factor count is tuned on validation here (no factor size fixed).
+    # PureSVD's factor count is tuned on validation here (no factor size fixed); BPR runs at
+    # its default size, and the report names both sizes instead of the NCF models' 8.
     cfg = json.loads((out / "config.json").read_text())
-    svd = next(c["config"] for c in cfg["cells"] if c["model"] == "puresvd")
-    assert svd["fixed"] == {} and len(svd["grid"]["factors"]) == 2
+    svd = next(c for c in cfg["cells"] if c["model"] == "puresvd")
+    assert svd["config"]["fixed"] == {} and len(svd["config"]["grid"]["factors"]) == 2
+    bpr = next(c["config"] for c in cfg["cells"] if c["model"] == "bpr")
+    assert bpr["fixed"] == {"factors": 64}
+    line = next(x for x in report.splitlines() if x.startswith("Factor sizes that differ"))
+    assert line.startswith("Factor sizes that differ from factors=8:") and "BPR 64" in line
+    assert "PureSVD 16" in line or "PureSVD 32" in line
 
 
 def test_curves_come_from_the_recorded_history(tiny: TrainingData, tmp_path: Path) -> None:

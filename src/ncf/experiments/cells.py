@@ -178,6 +178,9 @@ def baseline_spec(name: str, setting: dict[str, int], seed: int, fix_factors: bo
     if name in FACTOR_BASELINES and fix_factors and "factors" in setting:
         fixed["factors"] = int(setting["factors"])
         grid.pop("factors", None)
+    elif name in FACTOR_BASELINES and "factors" not in grid:
+        # not tuned: the class default, recorded so that reports show the size that ran
+        fixed["factors"] = inspect.signature(BASELINES[name].__init__).parameters["factors"].default
     if quick:
         points = list(_grid_points(grid))[:2]
         grid = {k: sorted({p[k] for p in points}) for k in grid}

@@ -78,6 +78,19 @@ def baseline_sentences(rows: Sequence[Row], col: str = "test_hr", metric: str = 
     return out
 
 
+def _other_factor_sizes(group: Sequence[Row]) -> str:
+    """Baselines whose factor size (tuned or their default) is not the setting's."""
+    out = []
+    for r in group:
+        if r.model in NCF_MODELS:
+            continue
+        sizes = sorted({int(c["factors"]) for c in (x.get("chosen", {}) for x in r.results)
+                        if "factors" in c})
+        if sizes and sizes != [r.setting.get("factors")]:
+            out.append(f"{r.label} {'/'.join(map(str, sizes))}")
+    return ", ".join(out)
+
+
 def protocols_section(rows: Sequence[Row]) -> list[str]:
     """Rank orders under both protocols, per setting, and whether they differ."""
     groups: dict[str, list[Row]] = {}
@@ -97,6 +110,9 @@ def protocols_section(rows: Sequence[Row]) -> list[str]:
                          pm(r.mean("test_full_ndcg"), r.std("test_full_ndcg"))])
         out += _table(["rank (sampled)", "model", "HR@10 sampled", "NDCG@10 sampled",
                        "rank (full)", "HR@10 full", "NDCG@10 full"], body)
+        sizes = _other_factor_sizes(group)
+        if sizes:
+            out += [f"Factor sizes that differ from {where}: {sizes}.", ""]
         out.append("Rank order under the sampled protocol (test HR@10, then NDCG@10): "
                    + " > ".join(r.label for r in sampled) + ".")
         out.append("")
