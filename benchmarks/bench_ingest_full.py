@@ -34,7 +34,7 @@ def _peak_rss() -> int:
 
 
 def _child(data: Path, out: Path) -> dict:
-    from ncf.storage import prepare_netflix
+    from ncf.ingest import prepare_netflix
 
     start = time.perf_counter()
     _, options = prepare_netflix(data, out)

@@ -136,8 +136,8 @@ def main() -> None:
         print(f"\n(ml-100k paper files not found at {paper}: skipped)")
 
     if not args.skip_synth:
+        from ncf.ingest import prepare_split
         from ncf.sources import synthetic_source
-        from ncf.storage import prepare_split
 
         with tempfile.TemporaryDirectory() as tmp:
             import os

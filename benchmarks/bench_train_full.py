@@ -42,9 +42,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
+    from ncf.ingest import load_split
     from ncf.models import NeuMF
     from ncf.pipeline import test_metrics, validation_target
-    from ncf.storage import load_split
     from ncf.training import TrainConfig, train
 
     t0 = time.perf_counter()

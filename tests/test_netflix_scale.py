@@ -13,7 +13,8 @@ from ncf import storage
 from ncf.cli import main
 from ncf.datasets import read_netflix
 from ncf.errors import DataError, NcfError
-from ncf.storage import load_prepared, prepare_netflix, prepare_split, save_prepared
+from ncf.ingest import prepare_netflix, prepare_split
+from ncf.storage import load_prepared, save_prepared
 from ncf.synth import write_synth_netflix
 
 
@@ -131,7 +132,7 @@ def test_disk_full_leaves_no_folder(synth: Path, tmp_path: Path, monkeypatch) ->
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(storage, "_write_catalog", full)  # fails after the parts are written
+    monkeypatch.setattr(storage, "write_catalog", full)  # fails after the parts are written
     with pytest.raises(NcfError, match="No space left on device") as err:
         prepare_netflix(synth, out, negatives=7)
     assert "\n" not in str(err.value)

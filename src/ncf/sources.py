@@ -63,8 +63,9 @@ def resolve_training_data(
         synth_ratings: size of the synthetic default (when neither ``data`` nor ``dataset``).
         seed: seeds subsampling, tie-breaking and candidate sampling.
     """
+    from ncf.ingest import load_split
     from ncf.prepare import parse_count
-    from ncf.storage import is_prepared, load_split
+    from ncf.storage import is_prepared
 
     synthetic = data is None and dataset is None
     if dataset is not None:

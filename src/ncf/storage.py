@@ -10,8 +10,8 @@ a prepared folder can never run code when it is loaded)::
     meta.json                                            version, counts, options, sources,
                                                          fingerprint (sha256 of the arrays)
 
-:func:`prepare_split` makes the split from raw files (read, filter, split, candidates);
-:func:`load_split` also accepts a prepared folder.
+:mod:`ncf.ingest` makes it from raw files; the public writers below (:class:`ArrayHash`,
+:func:`write_catalog`, :func:`swap_in`, ...) are the pieces its streamed write shares.
 
 Writing is atomic: everything goes to a hidden sibling folder, is fsync'ed, then renamed
 into place, so a failure leaves either no folder or the previous prepared folder intact.
@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import inspect
 import json
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,19 +33,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ncf.datasets import Catalog, load, read_netflix_probe, read_titles
-from ncf.datasets._common import SECONDS_PER_DAY
-from ncf.datasets.loader import _find_titles
-from ncf.datasets.netflix import NetflixColumns, read_netflix_columns
+from ncf.datasets import Catalog
 from ncf.errors import DataError, NcfError
 from ncf.interactions import Interactions
-from ncf.prepare import compact, deduplicate, kcore, parse_count, subsample, to_implicit
-from ncf.sampling import MAX_BITSET_BYTES, KeySet, sample_candidates
-from ncf.split import Split, holdout_validation, latest_rows, leave_one_out, with_negatives
+from ncf.split import Split
 
-FORMAT = "ncf-prepared"
+FORMAT = "ncf-prepared"  # the "format" of every meta.json
 FORMAT_VERSION = 2  # 2: the fingerprint hashes each array on its own (streamed writes)
-META = "meta.json"
+META = "meta.json"  # the file that makes a folder a prepared folder
 _PARTS = ("train", "validation", "test")
 
 
@@ -106,7 +99,8 @@ def check_output_dir(out_dir: str | Path) -> Path:
 
 
 # ---------------------------------------------------------------------------- saving
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """``json.dumps`` fallback: numpy scalars and small arrays as values, else ``str``."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray) and value.size <= 1000:
@@ -114,8 +108,9 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=_json_default))
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON types (through :func:`json_default`)."""
+    return json.loads(json.dumps(value, default=json_default))
 
 
 def _table(x: Interactions) -> pa.Table:
@@ -157,7 +152,7 @@ def _arrays(split: Split) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-class _ArrayHash:
+class ArrayHash:
     """sha256 of one array's bytes, fed slice by slice; its fingerprint line at the end."""
 
     def __init__(self, name: str, dtype: Any) -> None:
@@ -175,7 +170,8 @@ class _ArrayHash:
         return f"{self.name}|{self.dtype.str}|{shape}|{self.h.hexdigest()}\n"
 
 
-def _combine(lines: list[str]) -> str:
+def combine_hashes(lines: list[str]) -> str:
+    """The fingerprint ``sha256:<hex>`` of the :meth:`ArrayHash.line` lines, in order."""
     return "sha256:" + hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
@@ -188,12 +184,12 @@ def fingerprint(arrays: list[tuple[str, np.ndarray]]) -> str:
     lines = []
     for name, arr in arrays:
         arr = np.ascontiguousarray(arr)
-        h = _ArrayHash(name, arr.dtype)
+        h = ArrayHash(name, arr.dtype)
         h.update(arr)
         if arr.ndim == 1 or arr.shape[0] == 0:
             h.width = arr.shape[1:]
         lines.append(h.line())
-    return _combine(lines)
+    return combine_hashes(lines)
 
 
 def _check_split(split: Split) -> None:
@@ -216,7 +212,8 @@ def _check_split(split: Split) -> None:
             raise NcfError(f"split.{part}_negatives given without split.{part}")
 
 
-def _source_info(sources: list[str | Path]) -> list[dict[str, Any]]:
+def source_info(sources: list[str | Path]) -> list[dict[str, Any]]:
+    """Absolute path, size and mtime (when readable) of each source file, for ``meta.json``."""
     info = []
     for s in sources:
         entry: dict[str, Any] = {"path": str(Path(s).absolute())}
@@ -229,7 +226,8 @@ def _source_info(sources: list[str | Path]) -> list[dict[str, Any]]:
     return info
 
 
-def _fsync(path: Path) -> None:
+def fsync(path: Path) -> None:
+    """Flush a file or folder to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -250,16 +248,17 @@ def _write_all(folder: Path, split: Split, catalog: Catalog | None, meta: dict[s
             np.save(folder / f"{name}.npy", arr, allow_pickle=False)
             files.append(f"{name}.npy")
     if catalog is not None:
-        _write_catalog(folder, catalog)
+        write_catalog(folder, catalog)
         files.append("catalog.parquet")
     meta = {**meta, "files": files}
-    (folder / META).write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
+    (folder / META).write_text(json.dumps(meta, indent=2, default=json_default) + "\n")
     for name in [*files, META]:
-        _fsync(folder / name)
-    _fsync(folder)
+        fsync(folder / name)
+    fsync(folder)
 
 
-def _write_catalog(folder: Path, catalog: Catalog) -> None:
+def write_catalog(folder: Path, catalog: Catalog) -> None:
+    """Write ``catalog`` as ``folder/catalog.parquet`` (``years <= 0`` stored as unknown)."""
     years = np.asarray(catalog.years)
     year_col = pa.array(years, mask=~np.isfinite(years) | (years <= 0)
                         if years.dtype.kind == "f" else years <= 0)
@@ -314,17 +313,17 @@ def save_prepared(
             else int(np.shape(split.test_negatives)[1]),
         },
         "columns": {"rating": tr.ratings is not None, "timestamp": tr.timestamps is not None},
-        "options": _jsonable(dict(options or {})),
-        "split": _jsonable(dict(split.meta)),
-        "data": _jsonable({k: v for k, v in tr.meta.items() if k != "sources"}),
-        "sources": _source_info(list(sources)),
+        "options": jsonable(dict(options or {})),
+        "split": jsonable(dict(split.meta)),
+        "data": jsonable({k: v for k, v in tr.meta.items() if k != "sources"}),
+        "sources": source_info(list(sources)),
         "fingerprint": fingerprint(arrays),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         _write_all(tmp, split, catalog, meta)
-        _swap_in(tmp, out)
+        swap_in(tmp, out)
     except OSError as exc:
         raise NcfError(f"{out}: could not write the prepared data: {exc.strerror or exc}") from None
     finally:
@@ -332,7 +331,7 @@ def save_prepared(
     return out
 
 
-def _swap_in(tmp: Path, out: Path) -> None:
+def swap_in(tmp: Path, out: Path) -> None:
     """Rename ``tmp`` to ``out``; a previous ``out`` is moved aside first, restored on failure."""
     old = None
     if out.exists():
@@ -344,7 +343,7 @@ def _swap_in(tmp: Path, out: Path) -> None:
         if old is not None:
             os.replace(old, out)
         raise
-    _fsync(out.parent)
+    fsync(out.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -482,447 +481,3 @@ def load_prepared(path: str | Path, verify: bool = True) -> Prepared:
                         path=folder)
     catalog = _catalog(folder / "catalog.parquet") if "catalog.parquet" in files else None
     return Prepared(split=split, catalog=catalog, meta=meta, path=folder.absolute())
-
-
-# ---------------------------------------------------------------------------- preparing
-def _size(x: Interactions) -> dict[str, int]:
-    return {"ratings": len(x), "users": int((x.user_counts() > 0).sum()),
-            "items": int((x.item_counts() > 0).sum())}
-
-
-def prepare_split(
-    path: str | Path,
-    fmt: str | None = None,
-    ratings: int | str | None = None,
-    subsample_strategy: str = "users",
-    seed: int = 0,
-    threshold: float | None = None,
-    min_user_ratings: int = 0,
-    min_item_ratings: int = 0,
-    tie_break: str | None = None,
-    validation: bool = True,
-    negatives: int = 99,
-) -> tuple[Split, Catalog | None, dict[str, Any]]:
-    """Read a raw data set and make the evaluated leave-one-out split.
-
-    Steps: read; keep ratings ``>= threshold`` (all when ``None``); one row per (user,
-    item) pair (the latest); subsample to about ``ratings`` (whole users by default);
-    the (``min_user_ratings``, ``min_item_ratings``) core; leave-one-out by time
-    (validation item too, unless ``validation`` is false); ``negatives`` candidates per
-    held-out row. A data set with its own split (the NCF paper's files) keeps it
-    verbatim: only the validation hold-out and missing candidates are added.
-
-    Args:
-        path: a ratings file or folder (see :func:`ncf.datasets.detect_format`).
-        fmt: the format, detected when ``None``.
-        ratings: target number of ratings (``1000000`` or ``"1M"``), ``None`` for all.
-        subsample_strategy: ``"users"``, ``"head"`` or ``"random"``.
-        seed: seed of the subsample, the tie rule and the candidates.
-        threshold: minimum rating of a positive.
-        min_user_ratings: fewest ratings of a kept user (0: no filter).
-        min_item_ratings: fewest ratings of a kept item (0: no filter).
-        tie_break: ``"random"``, ``"item_desc"``, ``"item_asc"`` or ``"order"``; ``None``:
-            ``"random"`` (neutral), except for data that come split (the NCF paper's files),
-            whose held-out validation item follows the rule of their test item
-            (``"item_desc"``, larger item id wins), so that model selection sees the
-            distribution the test set has.
-        validation: hold out a validation item per user.
-        negatives: candidates per held-out row (0: none).
-
-    Returns:
-        ``(split, catalog or None, options)``: ``options`` records the arguments, the
-        format, the sources and the sizes after each step.
-    """
-    if isinstance(ratings, str):
-        ratings = parse_count(ratings)
-    if negatives < 0:
-        raise NcfError(f"negatives must be >= 0, got {negatives}")
-    start = time.perf_counter()
-    data = load(path, fmt)
-    if tie_break is None:
-        tie_break = "item_desc" if data.split is not None else "random"
-    options: dict[str, Any] = {
-        "format": data.format, "ratings": ratings, "subsample": subsample_strategy,
-        "seed": seed, "threshold": threshold, "min_user_ratings": min_user_ratings,
-        "min_item_ratings": min_item_ratings, "tie_break": tie_break,
-        "validation": validation, "negatives": negatives,
-        "sizes": {"read": _size(data.interactions)},
-    }
-    if data.split is not None:
-        changed = [name for name, value, default in (
-            ("ratings", ratings, None), ("threshold", threshold, None),
-            ("min_user_ratings", min_user_ratings, 0), ("min_item_ratings", min_item_ratings, 0),
-        ) if value != default]
-        if changed:
-            raise NcfError(f"{data.format} data come split already: {', '.join(changed)} "
-                           "cannot be applied")
-        split = data.split
-        if validation:
-            split = holdout_validation(split, tie_break=tie_break, seed=seed,  # type: ignore
-                                       n_negatives=negatives)
-    else:
-        x = deduplicate(to_implicit(data.interactions, threshold))
-        options["sizes"]["positives"] = _size(x)
-        if ratings is not None:
-            x = subsample(x, ratings, subsample_strategy, seed)  # type: ignore[arg-type]
-            options["sizes"]["subsample"] = _size(x)
-        x = kcore(x, min_user_ratings, min_item_ratings) if (
-            min_user_ratings or min_item_ratings) else compact(x)
-        if len(x) == 0:
-            raise NcfError(f"{path}: no interaction left after filtering")
-        options["sizes"]["core"] = _size(x)
-        split = leave_one_out(x, validation=validation, tie_break=tie_break,  # type: ignore
-                              seed=seed)
-    if negatives:
-        split = with_negatives(split, n=negatives, seed=seed)
-    options["sources"] = list(data.sources)
-    options["seconds"] = round(time.perf_counter() - start, 3)
-    return split, data.catalog, options
-
-
-def load_split(path: str | Path, **options: Any) -> tuple[Split, Catalog | None, dict[str, Any]]:
-    """A prepared folder as saved, or a raw data set through :func:`prepare_split`.
-
-    Args:
-        path: a prepared folder (holding ``meta.json``) or anything ``prepare_split`` reads.
-        **options: :func:`prepare_split` options; with a prepared folder only their
-            defaults are accepted (it was made with the options in its ``meta.json``).
-
-    Returns:
-        ``(split, catalog or None, options)``.
-    """
-    if is_prepared(path):
-        defaults = inspect.signature(prepare_split).parameters
-        changed = sorted(k for k, v in options.items() if k not in defaults
-                         or v != defaults[k].default)
-        if changed:
-            raise NcfError(f"{path} is a prepared folder: {', '.join(changed)} cannot be "
-                           "applied (prepare the raw data again instead)")
-        prepared = load_prepared(path)
-        return prepared.split, prepared.catalog, dict(prepared.meta.get("options", {}))
-    return prepare_split(path, **options)
-
-
-# ---------------------------------------------------------------------------- streaming
-_ROWS = 1 << 22  # rows per slice and per Parquet row group of a streamed write
-
-
-def _row_slices(n: int) -> list[slice]:
-    return [slice(a, min(a + _ROWS, n)) for a in range(0, n, _ROWS)]
-
-
-def _duplicate_error(c: NetflixColumns, key: int, n_items: int) -> DataError:
-    """Name the files of the first repeated (customer, movie) pair."""
-    u, i = divmod(key, n_items)
-    rows = np.flatnonzero((c.users == u) & (c.items == i))
-    names = [Path(c.source_of(int(r))).name for r in rows[:2]]
-    where = f"in {names[0]} twice" if names[0] == names[-1] else f"in {names[0]} and {names[1]}"
-    return DataError(f"customer {c.user_raw[u]} rated movie {c.item_raw[i]} {where}: "
-                     "the Prize data hold each pair once",
-                     path=Path(c.source_of(int(rows[0]))).parent)
-
-
-def _keep_rows(c: NetflixColumns, keep: np.ndarray) -> NetflixColumns:
-    """The rows ``keep`` (mask or sorted index) with users and items renumbered densely."""
-    users, items = c.users[keep], c.items[keep]
-    used_u = np.zeros(len(c.user_raw), dtype=bool)
-    used_u[users] = True
-    used_i = np.zeros(len(c.item_raw), dtype=bool)
-    used_i[items] = True
-    new_u = (np.cumsum(used_u) - 1).astype(np.int32)
-    new_i = (np.cumsum(used_i) - 1).astype(np.int32)
-    idx = np.flatnonzero(keep) if keep.dtype == bool else keep
-    ends = np.cumsum(c.source_rows)
-    rows = np.diff(np.searchsorted(idx, np.r_[0, ends]))
-    return NetflixColumns(new_u[users], new_i[items], c.rating[keep], c.day[keep],
-                          c.user_raw[used_u], c.item_raw[used_i], c.sources, rows)
-
-
-def _subsample_rows(users: np.ndarray, n_users: int, n: int, strategy: str,
-                    seed: int) -> np.ndarray | None:
-    """Rows kept by :func:`ncf.prepare.subsample` (same draws), or ``None``: all of them."""
-    if n <= 0:
-        raise NcfError(f"n_ratings must be positive, got {n}")
-    if n >= len(users):
-        return None
-    rng = np.random.default_rng(seed)
-    if strategy == "head":
-        return np.arange(n)
-    if strategy == "random":
-        return np.sort(rng.choice(len(users), n, replace=False))
-    if strategy != "users":
-        raise NcfError(f"strategy must be 'users', 'head' or 'random', got {strategy!r}")
-    counts = np.bincount(users, minlength=n_users)
-    order = rng.permutation(np.flatnonzero(counts))
-    k = int(np.searchsorted(np.cumsum(counts[order]), n)) + 1
-    chosen = np.zeros(n_users, dtype=bool)
-    chosen[order[:k]] = True
-    return chosen[users]
-
-
-def _sorted_keys(c: NetflixColumns) -> np.ndarray:
-    """Sorted int64 keys ``user * n_items + item`` of every row; ``DataError`` on a repeat."""
-    n_items = len(c.item_raw)
-    keys = np.empty(len(c), dtype=np.int64)
-    for s in _row_slices(len(c)):
-        np.multiply(c.users[s], n_items, out=keys[s], dtype=np.int64)
-        keys[s] += c.items[s]
-    keys.sort()
-    for s in _row_slices(len(c) - 1):
-        same = np.flatnonzero(keys[s.start + 1 : s.stop + 1] == keys[s])
-        if same.size:
-            raise _duplicate_error(c, int(keys[s.start + same[0]]), n_items)
-    return keys
-
-
-def _keyset(keys: np.ndarray, n_items: int) -> KeySet:
-    """A :class:`KeySet` of sorted unique ``keys`` whose bitset is filled slice by slice.
-
-    ``KeySet(keys, n_items)`` builds its bitset with temporaries as large as ``keys``
-    itself (2.4 GB at 100M keys); here they stay at one slice.
-    """
-    ks = KeySet(keys, n_items, max_bitset_bytes=0)
-    n_bits = int(keys[-1] // n_items + 1) * n_items if len(keys) else 0
-    if (n_bits + 7) // 8 > MAX_BITSET_BYTES:
-        return KeySet(keys, n_items)  # too large for a bitset: lookups sort and search
-    bits = np.zeros((n_bits + 7) // 8, dtype=np.uint8)
-    for s in _row_slices(len(keys)):
-        k = keys[s]
-        byte = k >> 3
-        starts = np.flatnonzero(np.r_[True, byte[1:] != byte[:-1]])
-        flags = np.left_shift(1, (k & 7).astype(np.uint8), dtype=np.uint8)
-        bits[byte[starts]] |= np.add.reduceat(flags, starts, dtype=np.uint8)  # distinct bits
-    ks.bits, ks.n_bits = bits, n_bits
-    return ks
-
-
-def _probe_mask(c: NetflixColumns, keys: np.ndarray, probe: str | Path) -> np.ndarray:
-    """bool per row: the ratings listed in ``probe.txt``; each must be one of the ratings."""
-    movie, customer = read_netflix_probe(probe)
-    n_items = len(c.item_raw)
-    u = np.minimum(np.searchsorted(c.user_raw, customer), len(c.user_raw) - 1)
-    i = np.minimum(np.searchsorted(c.item_raw, movie), n_items - 1)
-    pkeys = u * n_items + i
-    pos = np.minimum(np.searchsorted(keys, pkeys), len(keys) - 1)
-    bad = np.flatnonzero((c.user_raw[u] != customer) | (c.item_raw[i] != movie)
-                         | (keys[pos] != pkeys))
-    if bad.size:
-        k = int(bad[0])
-        raise DataError(f"customer {customer[k]} has no rating of movie {movie[k]} in the "
-                        "ratings read", path=probe)
-    ks = KeySet(np.unique(pkeys), n_items)
-    mask = np.empty(len(c), dtype=bool)
-    for s in _row_slices(len(c)):
-        mask[s] = ks.contains(c.users[s].astype(np.int64) * n_items + c.items[s])
-    return mask
-
-
-def _write_part(folder: Path, name: str, c: NetflixColumns, rows: np.ndarray | None,
-                hashes: list[str]) -> int:
-    """Write ``c``'s rows (a sorted index, a bool mask, or ``None``: all) as ``name.parquet``."""
-    cols = {"user": np.int32, "item": np.int32, "rating": np.float32, "timestamp": np.int64}
-    h = {col: _ArrayHash(f"{name}.{col}", t) for col, t in cols.items()}
-    writer = None
-    n = 0
-    try:
-        mask = rows is None or rows.dtype == bool
-        for s in _row_slices(len(c)) if mask else [slice(None)]:
-            pick = s if rows is None else (rows[s] if mask else rows)
-
-            def take(a: np.ndarray, s: slice = s, pick: Any = pick) -> np.ndarray:
-                return a[s][pick] if mask else a[pick]
-
-            part = {"user": take(c.users), "item": take(c.items),
-                    "rating": take(c.rating).astype(np.float32),
-                    "timestamp": np.multiply(take(c.day), SECONDS_PER_DAY, dtype=np.int64)}
-            table = pa.table(part)
-            if writer is None:
-                writer = pq.ParquetWriter(folder / f"{name}.parquet", table.schema)
-            writer.write_table(table)
-            for col, arr in part.items():
-                h[col].update(arr)
-            n += len(part["user"])
-    finally:
-        if writer is not None:
-            writer.close()
-    hashes.extend(h[col].line() for col in cols)
-    return n
-
-
-def prepare_netflix(
-    path: str | Path,
-    out_dir: str | Path,
-    ratings: int | str | None = None,
-    subsample_strategy: str = "users",
-    seed: int = 0,
-    threshold: float | None = None,
-    tie_break: str | None = "random",
-    validation: bool = True,
-    negatives: int = 99,
-    probe: str | Path | None = None,
-    threads: int | None = None,
-) -> tuple[Path, dict[str, Any]]:
-    """Netflix Prize files to a prepared folder in bounded memory (the whole Prize: 100M).
-
-    The same result as :func:`prepare_split` + :func:`save_prepared` (same split, same
-    candidates, same fingerprint), but the ratings stay in compact columns (13 bytes a
-    rating) and every part is written and hashed slice by slice. A (customer, movie)
-    pair read twice is an error naming the files (the Prize data hold each pair once).
-
-    Args:
-        path: ``combined_data_*.txt`` / ``mv_*.txt`` / ``training_set.tar``, or their folder.
-        out_dir: the prepared folder to write (or replace).
-        ratings: subsample to about this many ratings (see :func:`ncf.prepare.subsample`).
-        subsample_strategy: ``"users"``, ``"head"`` or ``"random"``.
-        seed: seed of the subsample, the tie rule and the candidates.
-        threshold: minimum rating of a positive (``None``: every rating).
-        tie_break: tie rule of the held-out items (see :func:`ncf.split.leave_one_out`).
-        validation: hold out a validation item per user.
-        negatives: candidates per held-out row (0: none).
-        probe: a ``probe.txt``: its ratings are the test split (as in the Prize), and the
-            validation item is each user's latest remaining rating.
-        threads: parser threads.
-
-    Returns:
-        ``(folder, options)``; ``options["seconds"]`` has the time of each step.
-    """
-    tie_break = tie_break or "random"
-    out = check_output_dir(out_dir)
-    if isinstance(ratings, str):
-        ratings = parse_count(ratings)
-    if negatives < 0:
-        raise NcfError(f"negatives must be >= 0, got {negatives}")
-    seconds: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(step: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        seconds[step] = round(now - clock, 3)
-        clock = now
-
-    c = read_netflix_columns(path, threads=threads)
-    sizes = {"read": _col_size(c)}
-    if threshold is not None:
-        c = _keep_rows(c, c.rating >= threshold)
-        sizes["positives"] = _col_size(c)
-    lap("read")
-    if ratings is not None:
-        rows = _subsample_rows(c.users, len(c.user_raw), ratings, subsample_strategy, seed)
-        if rows is not None:
-            c = _keep_rows(c, rows)
-        sizes["subsample"] = _col_size(c)
-    if not len(c):
-        raise NcfError(f"{path}: no interaction left after filtering")
-    keys = _sorted_keys(c)  # also the check that no pair repeats
-    lap("check")
-    n_users, n_items = len(c.user_raw), len(c.item_raw)
-    if probe is None:
-        split_meta: dict[str, Any] = {"method": "leave_one_out", "tie_break": tie_break,
-                                      "seed": seed, "min_interactions": 3 if validation else 2,
-                                      "timestamps": True}
-        small = np.bincount(c.users, minlength=n_users) < (3 if validation else 2)
-        skip = small[c.users] if small.any() else None
-        test_rows = latest_rows(c.users, c.day, c.items, n_users, skip, tie_break, seed)
-        if not len(test_rows):
-            raise NcfError(f"{path}: no user has enough ratings: nothing to evaluate")
-        held = np.zeros(len(c), dtype=bool) if skip is None else skip
-        held[test_rows] = True
-        val_seed = seed + 1
-    else:
-        split_meta = {"method": "split_by_mask", "tie_break": tie_break, "seed": seed,
-                      "probe": str(Path(probe).absolute())}
-        held = _probe_mask(c, keys, probe)
-        test_rows = np.flatnonzero(held)
-        test_rows = test_rows[np.argsort(c.users[test_rows], kind="stable")]
-        train_counts = np.bincount(c.users, minlength=n_users) - np.bincount(
-            c.users[test_rows], minlength=n_users)
-        held |= (train_counts < 2)[c.users]
-        val_seed = seed
-    val_rows = None
-    if validation:
-        val_rows = latest_rows(c.users, c.day, c.items, n_users, held, tie_break, val_seed)
-    held[:] = False
-    held[test_rows] = True
-    if val_rows is not None:
-        held[val_rows] = True
-    lap("split")
-    cands: dict[str, np.ndarray] = {}
-    if negatives:
-        ks = _keyset(keys, n_items)
-        cands["test"] = sample_candidates(c.users[test_rows], ks, n_items, n=negatives, seed=seed)
-        if val_rows is not None:
-            cands["validation"] = sample_candidates(c.users[val_rows], ks, n_items, n=negatives,
-                                                    seed=seed + 1)
-        del ks
-    del keys
-    lap("candidates")
-
-    titles = _find_titles(Path(path), "netflix")
-    catalog = read_titles(titles) if titles is not None else None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        hashes: list[str] = []
-        files: list[str] = []
-        counts: dict[str, Any] = {"users": n_users, "items": n_items}
-        np.logical_not(held, out=held)
-        counts["train"] = _write_part(tmp, "train", c, held, hashes)
-        del held
-        counts["validation"] = None
-        files.append("train.parquet")
-        if val_rows is not None:
-            counts["validation"] = _write_part(tmp, "validation", c, val_rows, hashes)
-            files.append("validation.parquet")
-        counts["test"] = _write_part(tmp, "test", c, test_rows, hashes)
-        files.append("test.parquet")
-        counts["negatives"] = negatives or None
-        for part in ("test", "validation"):
-            if part in cands:
-                name = f"{part}_negatives"
-                np.save(tmp / f"{name}.npy", cands[part], allow_pickle=False)
-                h = _ArrayHash(name, np.int32)
-                h.update(cands[part])
-                hashes.append(h.line())
-                files.append(f"{name}.npy")
-        for name, raw in (("users", c.user_raw), ("items", c.item_raw)):
-            np.save(tmp / f"{name}.npy", raw, allow_pickle=False)
-            h = _ArrayHash(name, raw.dtype)
-            h.update(raw)
-            hashes.append(h.line())
-            files.append(f"{name}.npy")
-        options = {
-            "format": "netflix", "ratings": ratings, "subsample": subsample_strategy,
-            "seed": seed, "threshold": threshold, "min_user_ratings": 0, "min_item_ratings": 0,
-            "tie_break": tie_break, "validation": validation, "negatives": negatives,
-            "probe": None if probe is None else str(probe), "sizes": sizes,
-            "sources": list(c.sources),
-        }
-        meta = {
-            "format": FORMAT, "version": FORMAT_VERSION,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "counts": counts, "columns": {"rating": True, "timestamp": True},
-            "options": _jsonable(options), "split": _jsonable(split_meta),
-            "data": {"format": "netflix"}, "sources": _source_info(list(c.sources)),
-            "fingerprint": _combine(hashes),
-        }
-        if catalog is not None:
-            _write_catalog(tmp, catalog)
-            files.append("catalog.parquet")
-        (tmp / META).write_text(json.dumps({**meta, "files": files}, indent=2,
-                                           default=_json_default) + "\n")
-        for name in [*files, META]:
-            _fsync(tmp / name)
-        _fsync(tmp)
-        lap("write")
-        _swap_in(tmp, out)
-    except OSError as exc:
-        raise NcfError(f"{out}: could not write the prepared data: {exc.strerror or exc}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    options["seconds"] = seconds
-    return out, options
-
-
-def _col_size(c: NetflixColumns) -> dict[str, int]:
-    return {"ratings": len(c), "users": int(len(c.user_raw)), "items": int(len(c.item_raw))}

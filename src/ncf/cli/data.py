@@ -186,14 +186,9 @@ def _streamable(args: argparse.Namespace) -> bool:
 def cmd_prepare(args: argparse.Namespace) -> int:
     """``ncf data prepare``: read, prepare, split, sample candidates, save."""
     from ncf.errors import NcfError
+    from ncf.ingest import prepare_netflix, prepare_split
     from ncf.prepare import parse_count
-    from ncf.storage import (
-        check_output_dir,
-        load_prepared,
-        prepare_netflix,
-        prepare_split,
-        save_prepared,
-    )
+    from ncf.storage import check_output_dir, load_prepared, save_prepared
 
     start = time.perf_counter()
     out = check_output_dir(args.out)  # before any heavy work
