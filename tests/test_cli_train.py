@@ -173,12 +173,12 @@ def test_refit_is_reported_and_saved(tmp_path: Path, monkeypatch, capsys) -> Non
     monkeypatch.setenv("NCF_CACHE", str(tmp_path / "cache"))
     args = [a for a in SMALL if a != "--quiet"]
     assert main(["train", "--synth-ratings", "20k", "--out", str(tmp_path / "run"), "--refit",
-                 *args]) == 0
+                 "--dropout", "0.1", *args]) == 0
     out = capsys.readouterr().out
     assert "gmf refit epoch" in out and "mlp refit epoch" in out
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["pipeline"]["refit"] is True
+    assert config["pipeline"]["refit"] is True and config["pipeline"]["dropout"] == 0.1
     for model in ("gmf", "mlp", "neumf"):
         assert metrics[model]["refit"]["epochs"] == metrics[model]["best_epoch"]
         assert metrics[model]["sampled"]["hr"] > 0.3  # chance: 0.10

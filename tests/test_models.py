@@ -18,6 +18,9 @@ MODELS = [
     (NeuMF, {"share_embeddings": True}),
     (NeuMF, {"sparse": True}),
     (GMF, {"sparse": True}),
+    (MLP, {"dropout": 0.3}),
+    (NeuMF, {"dropout": 0.3}),
+    (NeuMF, {"dropout": 0.3, "share_embeddings": True, "sparse": True}),
 ]
 
 
@@ -74,8 +77,10 @@ def test_hand_written_gradients_equal_autograd(cls: type, kw: dict) -> None:
         torch.nn.init.normal_(p, std=0.5)
     users, items = torch.randint(0, 13, (50,)), torch.randint(0, 17, (50,))
     labels = torch.randint(0, 2, (50,)).double()
+    torch.manual_seed(5)  # the same dropout mask for both paths
     loss, grads = model.loss_grads(users, items, labels)
     model.zero_grad()
+    torch.manual_seed(5)
     ref_loss = torch.nn.functional.binary_cross_entropy_with_logits(model(users, items), labels)
     ref_loss.backward()
     ref = grads_from_autograd(model.named_parameters())
@@ -110,3 +115,25 @@ def test_build_model_round_trips_hyper_parameters() -> None:
     assert [p.shape for p in clone.parameters()] == [p.shape for p in m.parameters()]
     with pytest.raises(NcfError):
         build_model("svd")
+
+
+def test_dropout_acts_only_while_training() -> None:
+    torch.manual_seed(0)
+    model = NeuMF(20, 30, factors=8, n_layers=2, dropout=0.5)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    u, i = torch.randint(0, 20, (64,)), torch.randint(0, 30, (64,))
+    with torch.no_grad():
+        a, b = model(u, i), model(u, i)
+        assert not torch.equal(a, b)  # two masks in training mode
+        model.eval()
+        c, d = model(u, i), model(u, i)
+        torch.testing.assert_close(c, d)
+        plain = NeuMF(20, 30, factors=8, n_layers=2)
+        plain.load_state_dict(model.state_dict())
+        torch.testing.assert_close(c, plain.eval()(u, i))  # no rescaling at evaluation
+    fused = NeuMF.from_pretrained(GMF(3, 4, 8), MLP(3, 4, 8, dropout=0.25))
+    assert fused.dropout == 0.25 and fused.hyper()["dropout"] == 0.25
+    for bad in (-0.1, 1.0):
+        with pytest.raises(NcfError, match="dropout"):
+            MLP(3, 4, 8, dropout=bad)

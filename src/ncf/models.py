@@ -51,6 +51,25 @@ def _tower(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _input_dropout(
+    x: torch.Tensor, p: float, training: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Inverted dropout of the tower input while training: ``(x * mask, mask)``.
+
+    Both gradient paths draw the mask here, so autograd and the hand-written gradients see
+    the same mask under the same seed.
+    """
+    if not training or p == 0.0:
+        return x, None
+    mask = (torch.rand_like(x) >= p).to(x.dtype).div_(1.0 - p)
+    return x * mask, mask
+
+
+def _check_dropout(p: float) -> None:
+    if not 0.0 <= p < 1.0:
+        raise NcfError(f"dropout must lie in [0, 1), got {p}")
+
+
 def _output(d_in: int) -> nn.Linear:
     out = nn.Linear(d_in, 1)
     nn.init.uniform_(out.weight, -((3.0 / d_in) ** 0.5), (3.0 / d_in) ** 0.5)  # LeCun uniform
@@ -172,16 +191,20 @@ class MLP(NCFModule):
         factors: size of the last hidden layer (the "predictive factors").
         n_layers: hidden layers; the tower halves at each (``tower_sizes``).
         sparse: sparse embedding gradients.
+        dropout: dropout rate of the concatenated embeddings while training (0: none, the
+            paper's model).
     """
 
     kind = "mlp"
 
     def __init__(
-        self, n_users: int, n_items: int, factors: int = 8, n_layers: int = 3, sparse: bool = False
+        self, n_users: int, n_items: int, factors: int = 8, n_layers: int = 3,
+        sparse: bool = False, dropout: float = 0.0,
     ):
         super().__init__()
+        _check_dropout(dropout)
         self.n_users, self.n_items, self.factors = n_users, n_items, factors
-        self.n_layers, self.sparse = n_layers, sparse
+        self.n_layers, self.sparse, self.dropout = n_layers, sparse, dropout
         sizes = tower_sizes(factors, n_layers)
         self.user = _embedding(n_users, sizes[0] // 2, sparse)
         self.item = _embedding(n_items, sizes[0] // 2, sparse)
@@ -190,16 +213,20 @@ class MLP(NCFModule):
 
 
     def features(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self.tower(torch.cat([self.user(users), self.item(items)], dim=-1))
+        x = torch.cat([self.user(users), self.item(items)], dim=-1)
+        return self.tower(_input_dropout(x, self.dropout, self.training)[0])
 
     @torch.no_grad()
     def loss_grads(self, users, items, labels):  # type: ignore[no-untyped-def]
         pu, qi = self.user.weight.index_select(0, users), self.item.weight.index_select(0, items)
         linears = _linears(self.tower)
-        acts = _tower_forward(linears, torch.cat([pu, qi], dim=1))
+        x, mask = _input_dropout(torch.cat([pu, qi], dim=1), self.dropout, self.training)
+        acts = _tower_forward(linears, x)
         loss, dlogit = _logit_grad(torch.addmv(self.out.bias, acts[-1], self.out.weight[0]), labels)
         dfeats, grads = self._out_grads(acts[-1], dlogit)
         dx, tower_grads = _tower_backward(linears, acts, dfeats, "tower")
+        if mask is not None:
+            dx = dx * mask
         grads.update(tower_grads)
         half = pu.shape[1]
         grads["user.weight"] = self._emb_grad(self.user, users, dx[:, :half])
@@ -217,6 +244,7 @@ class NeuMF(NCFModule):
         share_embeddings: one embedding per user/item for both parts (the paper keeps them
             separate, the default); then the GMF part uses the first ``factors`` columns.
         sparse: sparse embedding gradients.
+        dropout: dropout rate of the MLP part's input while training (see :class:`MLP`).
     """
 
     kind = "neumf"
@@ -229,6 +257,7 @@ class NeuMF(NCFModule):
         n_layers: int = 3,
         share_embeddings: bool = False,
         sparse: bool = False,
+        dropout: float = 0.0,
     ):
         super().__init__()
         self.n_users, self.n_items, self.factors, self.n_layers = (
@@ -237,9 +266,9 @@ class NeuMF(NCFModule):
             factors,
             n_layers,
         )
-        self.share_embeddings, self.sparse = share_embeddings, sparse
+        self.share_embeddings, self.sparse, self.dropout = share_embeddings, sparse, dropout
         self.gmf = GMF(n_users, n_items, factors, sparse)
-        self.mlp = MLP(n_users, n_items, factors, n_layers, sparse)
+        self.mlp = MLP(n_users, n_items, factors, n_layers, sparse, dropout)
         if share_embeddings:
             if self.mlp.user.embedding_dim < factors:
                 raise NcfError("share_embeddings needs MLP embeddings at least `factors` wide")
@@ -254,7 +283,8 @@ class NeuMF(NCFModule):
             gmf = pu[:, : self.factors] * qi[:, : self.factors]
         else:
             gmf = self.gmf.features(users, items)
-        return torch.cat([gmf, self.mlp.tower(torch.cat([pu, qi], dim=-1))], dim=-1)
+        x = _input_dropout(torch.cat([pu, qi], dim=-1), self.dropout, self.training)[0]
+        return torch.cat([gmf, self.mlp.tower(x)], dim=-1)
 
     @torch.no_grad()
     def loss_grads(self, users, items, labels):  # type: ignore[no-untyped-def]
@@ -267,11 +297,14 @@ class NeuMF(NCFModule):
             gu = self.gmf.user.weight.index_select(0, users)
             gi = self.gmf.item.weight.index_select(0, items)
         linears = _linears(self.mlp.tower)
-        acts = _tower_forward(linears, torch.cat([pu, qi], dim=1))
+        x, mask = _input_dropout(torch.cat([pu, qi], dim=1), self.dropout, self.training)
+        acts = _tower_forward(linears, x)
         feats = torch.cat([gu * gi, acts[-1]], dim=1)
         loss, dlogit = _logit_grad(torch.addmv(self.out.bias, feats, self.out.weight[0]), labels)
         dfeats, grads = self._out_grads(feats, dlogit)
         dx, tower_grads = _tower_backward(linears, acts, dfeats[:, f:], "mlp.tower")
+        if mask is not None:
+            dx = dx * mask
         grads.update(tower_grads)
         half = pu.shape[1]
         du, di = dx[:, :half], dx[:, half:]
@@ -302,7 +335,8 @@ class NeuMF(NCFModule):
             raise NcfError(f"GMF factors {gmf.factors} != MLP factors {mlp.factors}")
         if not 0.0 <= alpha <= 1.0:
             raise NcfError(f"alpha must lie in [0, 1], got {alpha}")
-        model = cls(gmf.n_users, gmf.n_items, gmf.factors, mlp.n_layers, sparse=gmf.sparse)
+        model = cls(gmf.n_users, gmf.n_items, gmf.factors, mlp.n_layers, sparse=gmf.sparse,
+                    dropout=mlp.dropout)
         with torch.no_grad():
             model.gmf.user.weight.copy_(gmf.user.weight)
             model.gmf.item.weight.copy_(gmf.item.weight)

@@ -48,6 +48,7 @@ class PipelineConfig:
         pretrain: initialise NeuMF from the trained GMF and MLP; else train it from scratch.
         alpha: the trade-off of the fused output layer.
         share_embeddings: NeuMF shares one embedding between its GMF and MLP parts.
+        dropout: dropout rate of the MLP's input (MLP and NeuMF) while training.
         gmf, mlp: training of the pre-training stages (Adam, lr 0.001 by default).
         neumf: training of the NeuMF stage (``FINETUNE_PRESETS["tuned"]`` by default).
         sparse: sparse embedding gradients (``None``: when more than 100k users).
@@ -64,6 +65,7 @@ class PipelineConfig:
     pretrain: bool = True
     alpha: float = 0.5
     share_embeddings: bool = False
+    dropout: float = 0.0
     gmf: TrainConfig = field(default_factory=TrainConfig)
     mlp: TrainConfig = field(default_factory=TrainConfig)
     neumf: TrainConfig = field(default_factory=lambda: FINETUNE_PRESETS["tuned"])
@@ -127,9 +129,10 @@ def init_model(name: str, config: PipelineConfig, n_users: int, n_items: int) ->
     if name == "gmf":
         return GMF(n_users, n_items, config.factors, sparse=sparse)
     if name == "mlp":
-        return MLP(n_users, n_items, config.factors, config.n_layers, sparse=sparse)
+        return MLP(n_users, n_items, config.factors, config.n_layers, sparse=sparse,
+                   dropout=config.dropout)
     return NeuMF(n_users, n_items, config.factors, config.n_layers,
-                 share_embeddings=config.share_embeddings, sparse=sparse)
+                 share_embeddings=config.share_embeddings, sparse=sparse, dropout=config.dropout)
 
 
 def stage_config(name: str, config: PipelineConfig, device: str | None = None) -> TrainConfig:

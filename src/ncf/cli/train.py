@@ -29,6 +29,8 @@ def register(sub: Any) -> None:
     p.add_argument("--synth-ratings", default="1M", help="size of the default synthetic set")
     p.add_argument("--factors", type=int, default=16, help="predictive factors")
     p.add_argument("--layers", type=int, default=3, help="MLP hidden layers")
+    p.add_argument("--dropout", type=float, default=0.0,
+                   help="dropout of the MLP's concatenated embeddings while training")
     p.add_argument("--epochs", type=int, default=20, help="maximum epochs of every stage")
     p.add_argument("--batch-size", type=int, default=None,
                    help="samples per step (default: 256, the paper's, while an epoch has at most "
@@ -157,7 +159,8 @@ def _pipeline_config(args: argparse.Namespace, batch_size: int) -> Any:
     if args.finetune_lr is not None:
         neumf = replace(neumf, lr=args.finetune_lr)
     return PipelineConfig(
-        factors=args.factors, n_layers=args.layers, pretrain=not args.no_pretrain,
+        factors=args.factors, n_layers=args.layers, dropout=args.dropout,
+        pretrain=not args.no_pretrain,
         alpha=args.alpha, gmf=stage, mlp=stage, neumf=neumf, seed=args.seed,
         full_ranking_users=args.full_ranking_users or None, refit=args.refit,
     ), preset
