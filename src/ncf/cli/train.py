@@ -29,8 +29,9 @@ def register(sub: Any) -> None:
     p.add_argument("--synth-ratings", default="1M", help="size of the default synthetic set")
     p.add_argument("--factors", type=int, default=16, help="predictive factors")
     p.add_argument("--layers", type=int, default=3, help="MLP hidden layers")
-    p.add_argument("--dropout", type=float, default=0.0,
-                   help="dropout of the MLP's concatenated embeddings while training")
+    p.add_argument("--dropout", type=float, default=0.2,
+                   help="dropout of the MLP's concatenated embeddings while training "
+                   "(MLP and NeuMF; 0: the paper's model)")
     p.add_argument("--epochs", type=int, default=20, help="maximum epochs of every stage")
     p.add_argument("--batch-size", type=int, default=None,
                    help="samples per step (default: 256, the paper's, while an epoch has at most "

@@ -156,6 +156,8 @@ def ncf_cell_config(model: str, pc: PipelineConfig, fingerprint: str) -> dict[st
                            "k": 10, "selection": "best epoch by validation HR@10"}
     if model in ("mlp", "neumf", "neumf-scratch"):
         cfg["n_layers"] = pc.n_layers
+        if pc.dropout:  # absent at 0, so results stored before dropout existed stay valid
+            cfg["dropout"] = pc.dropout
     if model in ("gmf", "neumf"):
         cfg["gmf"] = asdict(pc.gmf)
     if model in ("mlp", "neumf"):
