@@ -53,9 +53,10 @@ def _tower(sizes: list[int]) -> nn.Sequential:
 
 
 def _input_dropout(
-    x: torch.Tensor, p: float, training: bool
+    x: torch.Tensor, p: float, training: bool, inplace: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Inverted dropout of the tower input while training: ``(x * mask, mask)``.
+    """Inverted dropout of the tower input while training: ``(x * mask, mask)``
+    (``inplace``: ``x`` is a scratch tensor and is multiplied in place).
 
     Both gradient paths draw the mask here, from a seed taken from torch's generator, so
     seeded runs repeat and autograd and the hand-written gradients see the same mask. On a
@@ -72,7 +73,7 @@ def _input_dropout(
         mask.mul_((1 << 16) / ((1 << 16) - threshold))
     else:
         mask = (torch.rand_like(x) >= p).to(x.dtype).div_(1.0 - p)
-    return x * mask, mask
+    return (x.mul_(mask) if inplace else x * mask), mask
 
 
 def _check_dropout(p: float) -> None:
@@ -230,13 +231,13 @@ class MLP(NCFModule):
     def loss_grads(self, users, items, labels):  # type: ignore[no-untyped-def]
         pu, qi = self.user.weight.index_select(0, users), self.item.weight.index_select(0, items)
         linears = _linears(self.tower)
-        x, mask = _input_dropout(torch.cat([pu, qi], dim=1), self.dropout, self.training)
+        x, mask = _input_dropout(torch.cat([pu, qi], dim=1), self.dropout, self.training, True)
         acts = _tower_forward(linears, x)
         loss, dlogit = _logit_grad(torch.addmv(self.out.bias, acts[-1], self.out.weight[0]), labels)
         dfeats, grads = self._out_grads(acts[-1], dlogit)
         dx, tower_grads = _tower_backward(linears, acts, dfeats, "tower")
         if mask is not None:
-            dx = dx * mask
+            dx.mul_(mask)
         grads.update(tower_grads)
         half = pu.shape[1]
         grads["user.weight"] = self._emb_grad(self.user, users, dx[:, :half])
@@ -307,14 +308,14 @@ class NeuMF(NCFModule):
             gu = self.gmf.user.weight.index_select(0, users)
             gi = self.gmf.item.weight.index_select(0, items)
         linears = _linears(self.mlp.tower)
-        x, mask = _input_dropout(torch.cat([pu, qi], dim=1), self.dropout, self.training)
+        x, mask = _input_dropout(torch.cat([pu, qi], dim=1), self.dropout, self.training, True)
         acts = _tower_forward(linears, x)
         feats = torch.cat([gu * gi, acts[-1]], dim=1)
         loss, dlogit = _logit_grad(torch.addmv(self.out.bias, feats, self.out.weight[0]), labels)
         dfeats, grads = self._out_grads(feats, dlogit)
         dx, tower_grads = _tower_backward(linears, acts, dfeats[:, f:], "mlp.tower")
         if mask is not None:
-            dx = dx * mask
+            dx.mul_(mask)
         grads.update(tower_grads)
         half = pu.shape[1]
         du, di = dx[:, :half], dx[:, half:]
