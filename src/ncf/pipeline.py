@@ -179,7 +179,8 @@ def run_pipeline(
         return history
 
     def select(name: str, model: NCFModule) -> None:
-        initial[name] = copy.deepcopy(model.state_dict())
+        if config.refit:  # the starting weights, trained again once every epoch is chosen
+            initial[name] = copy.deepcopy(model.state_dict())
         histories[name] = fit(name, model, stage_config(name, config, device), split.train,
                               target)
 
