@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ncf.interactions import Interactions
+from ncf.split import Split, leave_one_out, with_negatives
 from ncf.training import EvalTarget
 
 
@@ -44,3 +45,12 @@ def planted(
         return EvalTarget(u.astype(np.int64), i.astype(np.int64), negs)
 
     return train, target(val_mask), target(test_mask)
+
+
+def planted_split(n_users: int, n_items: int, per_user: int = 10) -> Split:
+    """The planted blocks as a leave-one-out split with validation items and 99 candidates."""
+    train, val, test = planted(n_users=n_users, n_items=n_items, per_user=per_user)
+    u = np.concatenate([train.user_ids, val.users, test.users]).astype(np.int32)
+    i = np.concatenate([train.item_ids, val.items, test.items]).astype(np.int32)
+    x = Interactions(u, i, None, None, n_users, n_items, np.arange(n_users), np.arange(n_items))
+    return with_negatives(leave_one_out(x, validation=True, seed=0), n=99, seed=0)

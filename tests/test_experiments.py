@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from planted import planted
+from planted import planted_split
 
 import ncf.experiments.cells as cells_mod
 from ncf.baselines import BASELINES
@@ -20,9 +20,7 @@ from ncf.experiments.markdown import baseline_sentences, protocols_section
 from ncf.experiments.names import BASELINE_MODELS
 from ncf.experiments.run import ExperimentOptions, data_name, run_experiment
 from ncf.experiments.tables import Row
-from ncf.interactions import Interactions
 from ncf.sources import TrainingData
-from ncf.split import leave_one_out, with_negatives
 
 N_USERS, N_ITEMS = 40, 160
 
@@ -30,12 +28,7 @@ N_USERS, N_ITEMS = 40, 160
 @pytest.fixture(scope="module")
 def tiny() -> TrainingData:
     """Planted blocks as a leave-one-out split with validation items and 99 candidates."""
-    train, val, test = planted(n_users=N_USERS, n_items=N_ITEMS, per_user=10)
-    u = np.concatenate([train.user_ids, val.users, test.users]).astype(np.int32)
-    i = np.concatenate([train.item_ids, val.items, test.items]).astype(np.int32)
-    x = Interactions(u, i, None, None, N_USERS, N_ITEMS, np.arange(N_USERS), np.arange(N_ITEMS))
-    split = with_negatives(leave_one_out(x, validation=True, seed=0), n=99, seed=0)
-    return TrainingData(split, None, "planted blocks")
+    return TrainingData(planted_split(N_USERS, N_ITEMS), None, "planted blocks")
 
 
 @pytest.fixture

@@ -7,13 +7,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from planted import planted
+from planted import planted_split
 
 from ncf.errors import NcfError
 from ncf.interactions import Interactions
 from ncf.models import GMF, MLP, NeuMF
 from ncf.pipeline import PipelineConfig, run_pipeline
-from ncf.split import Split, leave_one_out, with_negatives
+from ncf.split import Split
 from ncf.training import TrainConfig, train
 
 N_USERS, N_ITEMS = 60, 120
@@ -21,11 +21,7 @@ N_USERS, N_ITEMS = 60, 120
 
 @pytest.fixture(scope="module")
 def split() -> Split:
-    train_x, val, test = planted(n_users=N_USERS, n_items=N_ITEMS, per_user=10)
-    u = np.concatenate([train_x.user_ids, val.users, test.users]).astype(np.int32)
-    i = np.concatenate([train_x.item_ids, val.items, test.items]).astype(np.int32)
-    x = Interactions(u, i, None, None, N_USERS, N_ITEMS, np.arange(N_USERS), np.arange(N_ITEMS))
-    return with_negatives(leave_one_out(x, validation=True, seed=0), n=99, seed=0)
+    return planted_split(N_USERS, N_ITEMS)
 
 
 def _config(epochs: int = 4, **kw: object) -> PipelineConfig:
