@@ -187,3 +187,21 @@ def test_refit_is_reported_and_saved(tmp_path: Path, monkeypatch, capsys) -> Non
     again = json.loads(capsys.readouterr().out)
     for model in ("gmf", "mlp", "neumf"):
         assert again[model]["sampled"]["hr"] == pytest.approx(metrics[model]["sampled"]["hr"])
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--dropout", "1.5", "dropout must lie in [0, 1)"),
+    ("--alpha", "2", "alpha must lie in [0, 1]"),
+    ("--layers", "-1", "layers >= 0"),
+    ("--factors", "7", "even number >= 2"),
+])
+def test_bad_model_options_fail_before_anything_is_written(tmp_path: Path, capsys, flag: str,  # type: ignore[no-untyped-def]
+                                                           value: str, message: str) -> None:
+    data = tmp_path / "u.data"
+    rows = (f"{u}\t{i}\t4\t{u * 10 + i}\n" for u in range(1, 7) for i in range(1, 6))
+    data.write_text("".join(rows))
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(out), *SMALL, flag, value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not out.exists()

@@ -75,6 +75,16 @@ class PipelineConfig:
     seed: int = 0
     refit: bool = False
 
+    def __post_init__(self) -> None:
+        # checked here, before a run directory or a model exists
+        if self.factors < 2 or self.factors % 2 or self.n_layers < 0:
+            raise NcfError(f"factors must be an even number >= 2 and layers >= 0, got "
+                           f"{self.factors} and {self.n_layers}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise NcfError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise NcfError(f"alpha must lie in [0, 1], got {self.alpha}")
+
     def stages(self) -> list[str]:
         """Names of the models this configuration trains, in order."""
         return ["gmf", "mlp", "neumf"] if self.pretrain else ["neumf"]

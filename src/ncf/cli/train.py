@@ -168,12 +168,14 @@ def _pipeline_config(args: argparse.Namespace, batch_size: int) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ncf.pipeline import PipelineConfig
     from ncf.report import print_table, recommend_lines, save_run
     from ncf.runs import new_run_dir, plan_run_dir
     from ncf.sources import resolve_training_data
 
-    if args.factors < 2 or args.factors % 2:
-        raise NcfError(f"--factors must be an even number >= 2, got {args.factors}")
+    # model options are checked before any data is read or anything is written
+    PipelineConfig(factors=args.factors, n_layers=args.layers, dropout=args.dropout,
+                   alpha=args.alpha)
     check_device(args.device)
     run_dir = plan_run_dir(args.out)  # checked now, created once the data are ready
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
