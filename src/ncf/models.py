@@ -38,7 +38,8 @@ def tower_sizes(factors: int, n_layers: int) -> list[int]:
     ``n_layers == 0`` the concatenated embeddings (size ``factors``) feed the output directly.
     """
     if factors < 2 or factors % 2 or n_layers < 0:
-        raise NcfError(f"need an even factors >= 2 and n_layers >= 0, got {factors}, {n_layers}")
+        raise NcfError(f"factors must be an even number >= 2 and n_layers >= 0, got "
+                       f"{factors} and {n_layers}")
     return [factors * 2**i for i in range(n_layers, -1, -1)]
 
 
@@ -76,9 +77,16 @@ def _input_dropout(
     return (x.mul_(mask) if inplace else x * mask), mask
 
 
-def _check_dropout(p: float) -> None:
+def check_dropout(p: float) -> None:
+    """Raise ``NcfError`` unless ``p`` is a dropout rate in [0, 1)."""
     if not 0.0 <= p < 1.0:
         raise NcfError(f"dropout must lie in [0, 1), got {p}")
+
+
+def check_alpha(alpha: float) -> None:
+    """Raise ``NcfError`` unless ``alpha`` (the GMF weight of the fused output) lies in [0, 1]."""
+    if not 0.0 <= alpha <= 1.0:
+        raise NcfError(f"alpha must lie in [0, 1], got {alpha}")
 
 
 def _output(d_in: int) -> nn.Linear:
@@ -213,7 +221,7 @@ class MLP(NCFModule):
         sparse: bool = False, dropout: float = 0.0,
     ):
         super().__init__()
-        _check_dropout(dropout)
+        check_dropout(dropout)
         self.n_users, self.n_items, self.factors = n_users, n_items, factors
         self.n_layers, self.sparse, self.dropout = n_layers, sparse, dropout
         sizes = tower_sizes(factors, n_layers)
@@ -344,8 +352,7 @@ class NeuMF(NCFModule):
             raise NcfError("GMF and MLP were trained on different id spaces")
         if gmf.factors != mlp.factors:
             raise NcfError(f"GMF factors {gmf.factors} != MLP factors {mlp.factors}")
-        if not 0.0 <= alpha <= 1.0:
-            raise NcfError(f"alpha must lie in [0, 1], got {alpha}")
+        check_alpha(alpha)
         model = cls(gmf.n_users, gmf.n_items, gmf.factors, mlp.n_layers, sparse=gmf.sparse,
                     dropout=mlp.dropout)
         with torch.no_grad():

@@ -19,7 +19,7 @@ import torch
 from ncf.errors import NcfError
 from ncf.evaluation import evaluate
 from ncf.interactions import Interactions
-from ncf.models import GMF, MLP, NCFModule, NeuMF
+from ncf.models import GMF, MLP, NCFModule, NeuMF, check_alpha, check_dropout, tower_sizes
 from ncf.split import Split
 from ncf.training import EpochRecord, EvalTarget, History, TrainConfig, model_scorer, train
 
@@ -76,14 +76,10 @@ class PipelineConfig:
     refit: bool = False
 
     def __post_init__(self) -> None:
-        # checked here, before a run directory or a model exists
-        if self.factors < 2 or self.factors % 2 or self.n_layers < 0:
-            raise NcfError(f"factors must be an even number >= 2 and layers >= 0, got "
-                           f"{self.factors} and {self.n_layers}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise NcfError(f"dropout must lie in [0, 1), got {self.dropout}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise NcfError(f"alpha must lie in [0, 1], got {self.alpha}")
+        # the models' own checks, run here before a run directory or a model exists
+        tower_sizes(self.factors, self.n_layers)
+        check_dropout(self.dropout)
+        check_alpha(self.alpha)
 
     def stages(self) -> list[str]:
         """Names of the models this configuration trains, in order."""
@@ -177,22 +173,23 @@ def run_pipeline(
     seconds: dict[str, float] = {}
     initial: dict[str, dict[str, torch.Tensor]] = {}
 
-    def fit(name: str, model: NCFModule, cfg: TrainConfig, data: Interactions,
+    def fit(name: str, label: str, model: NCFModule, cfg: TrainConfig, data: Interactions,
             validation: EvalTarget | None) -> History:
+        """Train stage ``name``; callbacks see ``label``; the time adds to the stage's."""
         t0 = time.perf_counter()
         history = train(
             model, data, validation, cfg,
-            on_epoch=None if on_epoch is None else (lambda r: on_epoch(name, r)),
-            progress=None if progress is None else (lambda d, t: progress(name, d, t)),
+            on_epoch=None if on_epoch is None else (lambda r: on_epoch(label, r)),
+            progress=None if progress is None else (lambda d, t: progress(label, d, t)),
         )
-        seconds[name.split()[0]] = seconds.get(name.split()[0], 0.0) + time.perf_counter() - t0
+        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
         return history
 
     def select(name: str, model: NCFModule) -> None:
         if config.refit:  # the starting weights, trained again once every epoch is chosen
             initial[name] = copy.deepcopy(model.state_dict())
-        histories[name] = fit(name, model, stage_config(name, config, device), split.train,
-                              target)
+        histories[name] = fit(name, name, model, stage_config(name, config, device),
+                              split.train, target)
 
     def refit(name: str, model: NCFModule, data: Interactions) -> None:
         """Train ``model`` (at its initial weights) for the epochs chosen on validation."""
@@ -201,7 +198,7 @@ def run_pipeline(
             schedule = tuple(r.lr for r in h.records[: h.best_epoch])
             cfg = replace(stage_config(name, config, device), epochs=h.best_epoch,
                           lr_schedule=schedule, keep_initial=False, early_stopping=None)
-            fit(f"{name} refit", model, cfg, data, None)
+            fit(name, f"{name} refit", model, cfg, data, None)
 
     models: dict[str, NCFModule] = {}
 

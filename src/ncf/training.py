@@ -11,11 +11,12 @@ the row-wise optimizers of :mod:`ncf.optim` touch only the embedding rows a batc
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +27,9 @@ from ncf.interactions import Interactions
 from ncf.models import NCFModule
 from ncf.optim import OPTIMIZERS, grads_from_autograd
 from ncf.sampling import KeySet, sample_negatives
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 #: positives per block of an epoch; at 100M positives an epoch is built block by block.
 EPOCH_BLOCK = 4_000_000
@@ -229,6 +233,25 @@ def make_optimizer(model: NCFModule, config: TrainConfig) -> torch.optim.Optimiz
     )
 
 
+def _flushing_denormals(fn: Callable[P, R]) -> Callable[P, R]:
+    """Run ``fn`` with subnormal floats flushed to zero.
+
+    Weight decay drives small weights into subnormal floats, which CPUs handle up to 100x
+    slower. Flushing is a process-wide CPU setting, so it is switched off again afterwards.
+    """
+
+    @functools.wraps(fn)
+    def wrapped(*args: P.args, **kwargs: P.kwargs) -> R:
+        torch.set_flush_denormal(True)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_flush_denormal(False)
+
+    return wrapped
+
+
+@_flushing_denormals
 def train(
     model: NCFModule,
     train_data: Interactions,
@@ -251,24 +274,6 @@ def train(
     Raises:
         NcfError: the loss became NaN or infinite (with the epoch and batch), or no data.
     """
-    # Weight decay drives small weights into subnormal floats, which CPUs handle up to 100x
-    # slower; they are flushed to zero while training runs (a process-wide CPU setting, so
-    # it is switched off again afterwards).
-    torch.set_flush_denormal(True)
-    try:
-        return _train(model, train_data, validation, config, on_epoch, progress)
-    finally:
-        torch.set_flush_denormal(False)
-
-
-def _train(
-    model: NCFModule,
-    train_data: Interactions,
-    validation: EvalTarget | None,
-    config: TrainConfig,
-    on_epoch: Callable[[EpochRecord], None] | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> History:
     if len(train_data) == 0:
         raise NcfError("the training split is empty")
     if train_data.n_users > model.n_users or train_data.n_items > model.n_items:
