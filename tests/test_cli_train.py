@@ -205,3 +205,37 @@ def test_bad_model_options_fail_before_anything_is_written(tmp_path: Path, capsy
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_a_run_stopped_in_neumf_keeps_its_finished_stages(tmp_path: Path, monkeypatch,  # type: ignore[no-untyped-def]
+                                                          capsys) -> None:
+    import ncf.pipeline as pipeline_mod
+    from ncf.models import NeuMF
+
+    real_train = pipeline_mod.train
+
+    def train_until_neumf(model, *a, **kw):  # type: ignore[no-untyped-def]
+        if isinstance(model, NeuMF):
+            raise KeyboardInterrupt
+        return real_train(model, *a, **kw)
+
+    monkeypatch.setattr(pipeline_mod, "train", train_until_neumf)
+    monkeypatch.setenv("NCF_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    assert main(["train", "--synth-ratings", "20k", "--out", str(run), *SMALL]) == 130
+    assert capsys.readouterr().err.strip() == "ncf: interrupted"
+    assert sorted(p.name for p in (run / "models").iterdir()) == ["gmf.npz", "mlp.npz"]
+    assert (run / "history" / "mlp.csv").is_file() and (run / "plots" / "gmf.png").is_file()
+    assert not (run / "metrics.json").exists() and not list(run.rglob("*.tmp"))
+    # the finished stages are usable: re-scored, and recommending with titles
+    assert main(["evaluate", str(run), "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert sorted(scored) == ["gmf", "mlp"] and scored["mlp"]["sampled"]["hr"] > 0.3
+    assert json.loads((run / "config.json").read_text())["data"]["synthetic"] is True
+    from ncf.report import load_model
+
+    rec = load_model(run, "gmf")
+    assert main(["recommend", str(run), "--user", str(rec.user_raw[0]), "--model", "gmf",
+                 "-k", "3", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 3 and all(r["title"] for r in rows)

@@ -13,6 +13,7 @@ import pytest
 from planted import planted_split
 
 import ncf.experiments.cells as cells_mod
+import ncf.pipeline as pipeline_mod
 from ncf.baselines import BASELINES
 from ncf.cli import main
 from ncf.errors import NcfError
@@ -20,6 +21,7 @@ from ncf.experiments.markdown import baseline_sentences, protocols_section
 from ncf.experiments.names import BASELINE_MODELS
 from ncf.experiments.run import ExperimentOptions, data_name, run_experiment
 from ncf.experiments.tables import Row
+from ncf.models import NeuMF
 from ncf.sources import TrainingData
 
 N_USERS, N_ITEMS = 40, 160
@@ -112,6 +114,31 @@ def test_factors_report_resume_and_single_cell_recompute(
     neumf_file.unlink()
     assert run_experiment("factors", tiny, opts, out, plots=False).stats.computed == [key]
     assert calls == Counter(run_pipeline=1)
+
+
+def test_interrupted_neumf_keeps_the_gmf_and_mlp_cells(
+    tiny: TrainingData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, calls: Counter[str]
+) -> None:
+    out = tmp_path / "factors"
+    opts = ExperimentOptions(seeds=(0,), epochs=1, factors=(8,), models=("gmf", "mlp", "neumf"))
+    real_train = pipeline_mod.train
+
+    def train_until_neumf(model: Any, *a: Any, **kw: Any) -> Any:
+        if isinstance(model, NeuMF):
+            raise KeyboardInterrupt
+        return real_train(model, *a, **kw)
+
+    monkeypatch.setattr(pipeline_mod, "train", train_until_neumf)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment("factors", tiny, opts, out, plots=False)
+    kept = {json.loads(p.read_text())["model"] for p in (out / "cells").iterdir()}
+    assert kept == {"gmf", "mlp"}
+
+    monkeypatch.setattr(pipeline_mod, "train", real_train)
+    calls.clear()
+    again = run_experiment("factors", tiny, opts, out, plots=False)
+    assert calls == Counter(run_pipeline=1)
+    assert again.stats.computed == [json.loads(_cell_file(out, "neumf", 0).read_text())["key"]]
 
 
 def test_protocols_lists_both_rank_orders(tiny: TrainingData, tmp_path: Path) -> None:

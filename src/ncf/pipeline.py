@@ -158,11 +158,14 @@ def run_pipeline(
     on_epoch: Callable[[str, EpochRecord], None] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     device: str | None = None,
+    on_result: Callable[[StageResult], None] | None = None,
 ) -> dict[str, StageResult]:
     """Train every stage of ``config`` on ``split`` and score each on the test split.
 
     Epochs are chosen on the validation items; with ``config.refit`` the chosen models are
     then retrained on train + validation (stage names ``"gmf refit"``... in the callbacks).
+    ``on_result`` gets each stage's result as soon as it is final (GMF's before NeuMF trains,
+    without a refit), so a caller can keep it even if a later stage is interrupted.
 
     Returns:
         ``{"gmf": ..., "mlp": ..., "neumf": ...}`` (only ``"neumf"`` without pre-training).
@@ -201,6 +204,23 @@ def run_pipeline(
             fit(name, f"{name} refit", model, cfg, data, None)
 
     models: dict[str, NCFModule] = {}
+    selected: dict[str, dict[str, float]] = {}
+    results: dict[str, StageResult] = {}
+
+    def finish(name: str) -> None:
+        """Score stage ``name``'s final model on the test split and hand its result on."""
+        model, history = models[name], histories[name]
+        metrics = test_metrics(model, split, full_users=config.full_ranking_users,
+                               seed=config.seed)
+        best = history.best
+        metrics["validation"] = {"hr": best.hr, "ndcg": best.ndcg} if best else None
+        metrics["best_epoch"] = history.best_epoch
+        metrics["train_seconds"] = seconds[name]
+        if config.refit:
+            metrics["refit"] = {"epochs": history.best_epoch, "sampled_before": selected[name]}
+        results[name] = StageResult(name, model, history, metrics, seconds[name])
+        if on_result is not None:
+            on_result(results[name])
 
     def fused() -> NeuMF:
         gmf, mlp = models["gmf"], models["mlp"]
@@ -212,13 +232,14 @@ def run_pipeline(
         for name in ("gmf", "mlp"):
             models[name] = init_model(name, config, n_users, n_items)
             select(name, models[name])
+            if not config.refit:
+                finish(name)
         neumf = fused()
     else:
         neumf = init_model("neumf", config, n_users, n_items)
     models["neumf"] = neumf.to(device or "cpu")
     select("neumf", models["neumf"])
 
-    selected: dict[str, dict[str, float]] = {}
     if config.refit:
         assert split.validation is not None  # validation_target checked it
         full = split.train.concat(split.validation)
@@ -230,17 +251,7 @@ def run_pipeline(
             else:
                 model.load_state_dict(initial[name])
             refit(name, model, full)
-
-    results: dict[str, StageResult] = {}
-    for name, model in models.items():
-        metrics = test_metrics(model, split, full_users=config.full_ranking_users,
-                               seed=config.seed)
-        history = histories[name]
-        best = history.best
-        metrics["validation"] = {"hr": best.hr, "ndcg": best.ndcg} if best else None
-        metrics["best_epoch"] = history.best_epoch
-        metrics["train_seconds"] = seconds[name]
-        if config.refit:
-            metrics["refit"] = {"epochs": history.best_epoch, "sampled_before": selected[name]}
-        results[name] = StageResult(name, model, history, metrics, seconds[name])
+            finish(name)
+    else:
+        finish("neumf")
     return results

@@ -30,19 +30,9 @@ def all_interactions(split: Any) -> Interactions:
     return split.train.concat(*parts).with_arrays(ratings=None, timestamps=None)
 
 
-def save_run(run_dir: Path, config: Any, results: Mapping[str, Any], data: Any,
-             extra: Mapping[str, Any] | None = None) -> None:
-    """Write weights, histories, metrics, pictures and configuration of a finished run."""
-    seen = all_interactions(data.split)
-    histories = {}
-    for name, res in results.items():
-        NCFRecommender.from_trained(res.model, seen).save(run_dir / "models" / f"{name}.npz")
-        records = res.history.as_dicts()
-        histories[NAMES[name]] = records
-        write_history(run_dir / "history" / f"{name}.csv", records)
-        plot_curves(records, run_dir / "plots" / f"{name}.png", NAMES[name],
-                    res.history.best_epoch)
-    plot_comparison(histories, run_dir / "plots" / "comparison.png")
+def start_run(run_dir: Path, config: Any, data: Any,
+              extra: Mapping[str, Any] | None = None) -> None:
+    """Write a run's configuration and catalog before it trains."""
     if data.catalog is not None:
         c = data.catalog
         save_catalog(run_dir / "catalog.npz", c.item_raw, c.titles, c.years)
@@ -50,6 +40,26 @@ def save_run(run_dir: Path, config: Any, results: Mapping[str, Any], data: Any,
         "pipeline": config, "data": data.provenance, **dict(extra or {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
+
+
+def save_stage(run_dir: Path, result: Any, seen: Interactions) -> None:
+    """Write one finished stage: its weights, its history and its curves.
+
+    Called as each stage ends, so a run stopped in a later stage keeps the finished ones
+    (``ncf evaluate`` and ``ncf recommend --model`` work on them).
+    """
+    name = result.name
+    NCFRecommender.from_trained(result.model, seen).save(run_dir / "models" / f"{name}.npz")
+    records = result.history.as_dicts()
+    write_history(run_dir / "history" / f"{name}.csv", records)
+    plot_curves(records, run_dir / "plots" / f"{name}.png", NAMES[name],
+                result.history.best_epoch)
+
+
+def finish_run(run_dir: Path, results: Mapping[str, Any]) -> None:
+    """Write what needs every stage: the comparison picture and ``metrics.json``."""
+    plot_comparison({NAMES[name]: res.history.as_dicts() for name, res in results.items()},
+                    run_dir / "plots" / "comparison.png")
     write_json(run_dir / "metrics.json", {name: res.metrics for name, res in results.items()})
 
 

@@ -169,7 +169,14 @@ def _pipeline_config(args: argparse.Namespace, batch_size: int) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ncf.pipeline import PipelineConfig
-    from ncf.report import print_table, recommend_lines, save_run
+    from ncf.report import (
+        all_interactions,
+        finish_run,
+        print_table,
+        recommend_lines,
+        save_stage,
+        start_run,
+    )
     from ncf.runs import new_run_dir, plan_run_dir
     from ncf.sources import resolve_training_data
 
@@ -196,10 +203,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ncf.pipeline import run_pipeline
 
     progress = _Progress(args.quiet, args.epochs)
+    start_run(run_dir, config, data, extra={"finetune": preset, "threads": threads,
+                                            "argv": sys.argv[1:]})
+    seen = all_interactions(split)
     results = run_pipeline(split, config, on_epoch=progress.line, progress=progress.bar,
-                           device=args.device)
-    save_run(run_dir, config, results, data, extra={"finetune": preset, "threads": threads,
-                                                   "argv": sys.argv[1:]})
+                           device=args.device, on_result=lambda r: save_stage(run_dir, r, seen))
+    finish_run(run_dir, results)
     print_table(results)
     user = args.user
     if user is None:

@@ -27,6 +27,7 @@ from ncf.experiments.names import LABELS
 from ncf.pipeline import (
     FINETUNE_PRESETS,
     PipelineConfig,
+    StageResult,
     init_model,
     run_pipeline,
     stage_config,
@@ -359,24 +360,17 @@ def compute_cells(cells: list[Cell], split: Split, store: CellStore, fingerprint
 
 def _run_pipeline_cells(cell: Cell, parts: dict[str, Cell], split: Split,
                         finish: Callable[[Cell, dict[str, Any], float], None]) -> None:
-    """One pipeline run for a NeuMF cell, finishing the GMF / MLP cells it also trained."""
+    """One pipeline run for a NeuMF cell, finishing the GMF / MLP cells it also trained as
+    soon as each is final, so an interrupted NeuMF stage does not lose them."""
     assert isinstance(cell.spec, PipelineConfig)
-    starts: dict[str, float] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        starts.setdefault(stage, time.perf_counter())
-
-    t0 = time.perf_counter()
-    results = run_pipeline(split, cell.spec, progress=progress, device=cell.spec.neumf.device)
-    t_end = time.perf_counter()
     full_users = cell.config.get("full_ranking_users")
-    for stage, res in results.items():
-        target = cell if stage == "neumf" else parts.get(stage)
+
+    def done(res: StageResult) -> None:
+        target = cell if res.name == "neumf" else parts.get(res.name)
         if target is None:
-            continue
+            return
         t = time.perf_counter()
         result = _ncf_result(res.model, res.history, split, full_users)
-        begin = starts.get(stage, t0)
-        following = [s for s in starts.values() if s > begin]
-        wall = (min(following) if following else t_end) - begin  # training and the pipeline's
-        finish(target, result, wall + time.perf_counter() - t)    # own scoring, plus ours
+        finish(target, result, res.seconds + time.perf_counter() - t)  # training + scoring
+
+    run_pipeline(split, cell.spec, device=cell.spec.neumf.device, on_result=done)
