@@ -439,7 +439,7 @@ def prepare_netflix(
             h.update(raw)
             hashes.append(h.line())
             files.append(f"{name}.npy")
-        options = {
+        options: dict[str, Any] = {
             "format": "netflix", "ratings": ratings, "subsample": subsample_strategy,
             "seed": seed, "threshold": threshold, "min_user_ratings": 0, "min_item_ratings": 0,
             "tie_break": tie_break, "validation": validation, "negatives": negatives,

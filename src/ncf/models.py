@@ -134,6 +134,9 @@ class NCFModule(nn.Module):
 
     kind: str = ""
     user_embeddings: tuple[str, ...] = ()
+    n_users: int
+    n_items: int
+    out: nn.Linear
 
     def hyper(self) -> dict[str, Any]:
         """The constructor arguments (each model keeps every one under the same name)."""

@@ -78,7 +78,7 @@ class _RowOptimizer(torch.optim.Optimizer):
             raise NcfError("optimizer got no parameters")
         self.names = [n for n, _ in named]
         self._by_name = dict(named)
-        self._flat: tuple[list[str], torch.Tensor] | None = None
+        self._flat: tuple[list[str], torch.Tensor | None] | None = None
         super().__init__([p for _, p in named], defaults)
 
     def _flatten(self, names: list[str]) -> torch.Tensor | None:
@@ -123,8 +123,8 @@ class _RowOptimizer(torch.optim.Optimizer):
             return
         if self._flat is None:
             flat = self._flatten(dense_names)
-            self._flat = (dense_names, flat) if flat is not None else (dense_names, None)
-        names, flat = self._flat  # type: ignore[misc]
+            self._flat = (dense_names, flat)
+        names, flat = self._flat
         if flat is not None and names == dense_names:
             g = torch.cat([grads[n].reshape(-1) for n in names])  # type: ignore[union-attr]
             self._update_dense([flat], [g], group)

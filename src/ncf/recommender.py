@@ -120,7 +120,7 @@ class Recommender(ABC):
         seen = self._seen if self._seen is not None else sp.csr_matrix((0, 0))
         meta = {"name": self.name, "params": params, "n_users": self.n_users,
                 "n_items": self.n_items}
-        payload = {f"a_{k}": v for k, v in arrays.items()}
+        payload: dict[str, Any] = {f"a_{k}": v for k, v in arrays.items()}
         payload.update(
             seen_indptr=seen.indptr, seen_indices=seen.indices,
             meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),

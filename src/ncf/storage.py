@@ -156,14 +156,15 @@ class ArrayHash:
     """sha256 of one array's bytes, fed slice by slice; its fingerprint line at the end."""
 
     def __init__(self, name: str, dtype: Any) -> None:
-        self.name, self.dtype, self.rows, self.width = name, np.dtype(dtype), 0, None
+        self.name, self.dtype, self.rows = name, np.dtype(dtype), 0
+        self.width: tuple[int, ...] | None = None
         self.h = hashlib.sha256()
 
     def update(self, arr: np.ndarray) -> None:
         arr = np.ascontiguousarray(arr, dtype=self.dtype)
         self.rows += len(arr)
         self.width = arr.shape[1:]
-        self.h.update(memoryview(arr).cast("B"))
+        self.h.update(arr.data.cast("B"))
 
     def line(self) -> str:
         shape = (self.rows, *(self.width or ()))

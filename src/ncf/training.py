@@ -359,7 +359,7 @@ def train(
             best_state = copy.deepcopy(model.state_dict())
         else:
             since_best += 1
-        if scheduler is not None:
+        if scheduler is not None and hr is not None:  # a scheduler implies validation
             scheduler.step(hr)
         if config.early_stopping is not None and since_best >= config.early_stopping:
             history.stopped_early = True
