@@ -117,6 +117,38 @@ def test_missing_input_and_bad_output(tmp_path: Path, capsys, synth_dir: Path) -
     assert code == 2 and "not a count" in err and not (tmp_path / "o").exists()
 
 
+def test_option_errors_are_one_line(capsys) -> None:  # type: ignore[no-untyped-def]
+    for args, message in [(["data", "synth", "--seed", "-1"], "a seed is an integer"),
+                          (["train", "--seed", "x"], "a seed is an integer"),
+                          (["experiment", "factors", "--seeds", "0,-1"], "a seed is an integer"),
+                          (["data", "prepare"], "required")]:
+        with pytest.raises(SystemExit) as stop:
+            main(args)
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and err.count("\n") == 1 and message in err, (args, err)
+        assert err.startswith(f"ncf {args[0]}") and err.rstrip().endswith("--help)")
+
+
+def test_sigterm_cleans_up_like_ctrl_c(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    import signal
+
+    import ncf.synth as synth_mod
+
+    real_spill = synth_mod._spill
+
+    def spill_then_terminated(*a, **kw):  # type: ignore[no-untyped-def]
+        result = real_spill(*a, **kw)  # temporary files exist now
+        os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    monkeypatch.setattr(synth_mod, "_spill", spill_then_terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    code, _, err = _run(capsys, "data", "synth", "--ratings", "20k", "--out", str(tmp_path / "s"))
+    assert code == 130 and err == "ncf: interrupted\n"
+    assert os.listdir(tmp_path) == []  # neither the folder nor its temporary files are left
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
 def test_console_script_smoke(shared_data: Path) -> None:
     exe = Path(sys.executable).parent / "ncf"
     if not exe.exists() and shutil.which("ncf") is None:

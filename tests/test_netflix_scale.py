@@ -92,6 +92,10 @@ def test_probe_pair_not_rated(synth: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"probe\.txt: customer 99999999 has no rating"):
         prepare_netflix(synth, tmp_path / "p", probe=probe)
     assert sorted(os.listdir(tmp_path)) == ["probe.txt"]
+    probe.write_text("1:\n")  # a movie line and no customer: no test split at all
+    with pytest.raises(DataError, match=r"probe\.txt: lists no ratings"):
+        prepare_netflix(synth, tmp_path / "p", probe=probe)
+    assert sorted(os.listdir(tmp_path)) == ["probe.txt"]
 
 
 def _write(folder: Path, files: dict[int, str]) -> Path:

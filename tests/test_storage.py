@@ -174,6 +174,25 @@ def test_invalid_output_folders(tmp_path: Path) -> None:
     assert not (tmp_path / "new").exists()
 
 
+def test_only_a_folder_of_our_own_files_is_replaced(tmp_path: Path) -> None:
+    # a meta.json of something else, beside a file of the user's: never replaced
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "meta.json").write_text('{"foo": 1}')
+    (foreign / "thesis.tex").write_text("precious")
+    with pytest.raises(NcfError, match="not a prepared folder"):
+        save_prepared(foreign, _split())
+    assert (foreign / "thesis.tex").read_text() == "precious"
+    # our own prepared folder is replaced, but not once a file of the user's sits in it
+    ours = tmp_path / "ours"
+    save_prepared(ours, _split())
+    save_prepared(ours, _split())
+    (ours / "notes.txt").write_text("mine")
+    with pytest.raises(NcfError, match="not a prepared folder"):
+        save_prepared(ours, _split())
+    assert (ours / "notes.txt").read_text() == "mine" and load_prepared(ours).split.train
+
+
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores permissions")
 def test_read_only_parent(tmp_path: Path) -> None:
     ro = tmp_path / "ro"
@@ -229,6 +248,14 @@ def test_load_rejects_other_versions_and_bad_meta(prepared: Path) -> None:
     meta_path.write_text("{not json")
     with pytest.raises(DataError, match="meta.json: unreadable"):
         load_prepared(prepared)
+    for key, value, message in [("counts", [], "'counts' is not a dict"),
+                                ("files", None, "'files' is not a list"),
+                                ("files", ["../x"], "'files' must list file names"),
+                                ("data", [1], "'data' is not a dict"),
+                                ("sources", [{"size": 1}], "'sources' must list objects")]:
+        meta_path.write_text(json.dumps({**meta, key: value}))
+        with pytest.raises(DataError, match=f"meta.json: {message}"):
+            load_prepared(prepared)
 
 
 def test_load_detects_changed_or_corrupt_files(prepared: Path) -> None:

@@ -58,7 +58,8 @@ def test_files_hold_exactly_the_generated_ratings(written) -> None:
     assert [p.name for p in info.files] == [
         "combined_data_1.txt", "combined_data_2.txt", "combined_data_3.txt",
         "combined_data_4.txt", "movie_titles.csv"]
-    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in info.files)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*(p.name for p in info.files), synth.MARKER])
 
 
 def test_netflix_reader_agrees(written) -> None:
@@ -194,3 +195,24 @@ def test_unwritable_output(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(NcfError, match="cannot write"):
         write_synth_netflix(blocker / "out", 1_000)
+
+
+def test_only_an_earlier_synthetic_set_is_overwritten(tmp_path: Path) -> None:
+    real = tmp_path / "netflix"  # a real download has the same file names
+    real.mkdir()
+    (real / "combined_data_1.txt").write_text("1:\n6,3,2005-09-06\n")
+    with pytest.raises(NcfError, match="holds no earlier synthetic set"):
+        write_synth_netflix(real, 1_000)
+    assert [p.name for p in real.iterdir()] == ["combined_data_1.txt"]
+    assert (real / "combined_data_1.txt").read_text() == "1:\n6,3,2005-09-06\n"
+    ours = tmp_path / "synth"
+    first = write_synth_netflix(ours, 1_000, seed=1).files[0].read_bytes()
+    assert write_synth_netflix(ours, 1_000, seed=2).files[0].read_bytes() != first
+    with pytest.raises(NcfError, match="exists and is not a folder"):
+        write_synth_netflix(real / "combined_data_1.txt", 1_000)
+
+
+def test_impossible_sizes_write_nothing(tmp_path: Path) -> None:
+    with pytest.raises(NcfError, match="cannot draw"):
+        write_synth_netflix(tmp_path / "out", 100, n_users=50)
+    assert not (tmp_path / "out").exists()

@@ -247,6 +247,8 @@ def _keyset(keys: np.ndarray, n_items: int) -> KeySet:
 def _probe_mask(c: NetflixColumns, keys: np.ndarray, probe: str | Path) -> np.ndarray:
     """bool per row: the ratings listed in ``probe.txt``; each must be one of the ratings."""
     movie, customer = read_netflix_probe(probe)
+    if not len(movie):
+        raise DataError("lists no ratings: the probe file gives the test split", path=probe)
     n_items = len(c.item_raw)
     u = np.minimum(np.searchsorted(c.user_raw, customer), len(c.user_raw) - 1)
     i = np.minimum(np.searchsorted(c.item_raw, movie), n_items - 1)

@@ -66,11 +66,28 @@ def is_prepared(path: str | Path) -> bool:
     return (Path(path) / META).is_file()
 
 
+def _replaceable(folder: Path) -> bool:
+    """Whether ``folder`` is a prepared folder this package wrote and nothing else: its
+    ``meta.json`` is ours and every entry of the folder is a file that ``meta.json`` lists."""
+    try:
+        meta = json.loads((folder / META).read_text())
+        entries = {p.name for p in folder.iterdir()}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        return False
+    files = meta.get("files")
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        return False
+    return entries <= {*files, META}
+
+
 def check_output_dir(out_dir: str | Path) -> Path:
     """Check, cheaply and before any heavy work, that ``out_dir`` can be (re)written.
 
     Accepted: a missing folder whose nearest existing parent is a writable folder, an
-    empty folder, or a previous prepared folder (replaced on success).
+    empty folder, or a previous prepared folder holding only its own files (replaced on
+    success); a folder with anything else in it is never replaced.
 
     Args:
         out_dir: the output folder.
@@ -84,8 +101,9 @@ def check_output_dir(out_dir: str | Path) -> Path:
     out = Path(out_dir).absolute()
     if out.exists() and not out.is_dir():
         raise NcfError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not is_prepared(out):
-        raise NcfError(f"{out}: folder is not empty and is not a prepared folder; not replacing it")
+    if out.is_dir() and any(out.iterdir()) and not _replaceable(out):
+        raise NcfError(f"{out}: folder is not empty and is not a prepared folder of ncf (only "
+                       "files listed in its meta.json); not replacing it")
     parent = out.parent
     while not parent.exists():
         parent = parent.parent
@@ -164,7 +182,8 @@ class ArrayHash:
         arr = np.ascontiguousarray(arr, dtype=self.dtype)
         self.rows += len(arr)
         self.width = arr.shape[1:]
-        self.h.update(arr.data.cast("B"))
+        if arr.size:  # an empty array adds no bytes (and its view cannot be cast)
+            self.h.update(arr.data.cast("B"))
 
     def line(self) -> str:
         shape = (self.rows, *(self.width or ()))
@@ -346,7 +365,10 @@ def swap_in(tmp: Path, out: Path) -> None:
         raise
     fsync(out.parent)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        try:
+            shutil.rmtree(old, ignore_errors=True)
+        except KeyboardInterrupt:  # the new folder is in place: finish, and report success
+            shutil.rmtree(old, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------- loading
@@ -368,9 +390,22 @@ def _read_meta(folder: Path) -> dict[str, Any]:
             f"format version {version!r}, this version of ncf reads version {FORMAT_VERSION}",
             path=path,
         )
-    for key in ("counts", "files", "fingerprint"):
+    for key, kind in (("counts", dict), ("files", list), ("fingerprint", str)):
         if key not in meta:
             raise DataError(f"missing key {key!r}", path=path)
+        if not isinstance(meta[key], kind):
+            raise DataError(f"{key!r} is not a {kind.__name__} (the file was edited?)", path=path)
+    if not all(isinstance(name, str) and name and "/" not in name and name not in (".", "..")
+               for name in meta["files"]):
+        raise DataError("'files' must list file names of the folder", path=path)
+    for key in ("data", "split", "options"):
+        if not isinstance(meta.get(key, {}), dict):
+            raise DataError(f"{key!r} is not a dict (the file was edited?)", path=path)
+    sources = meta.get("sources", [])
+    if not isinstance(sources, list) or not all(isinstance(s, dict) and "path" in s
+                                                for s in sources):
+        raise DataError("'sources' must list objects with a 'path' (the file was edited?)",
+                        path=path)
     for name in meta["files"]:
         if not (folder / name).is_file():
             raise DataError("missing file of the prepared folder", path=folder / name)

@@ -18,6 +18,7 @@ lines, movies ascending, ``\\n`` line ends) and ``movie_titles.csv`` (ISO-8859-1
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -493,6 +494,24 @@ def _titles_text(model: _Model) -> bytes:
     return "".join(f"{i},{y},{t}\n" for i, y, t in rows).encode("iso-8859-1")
 
 
+#: The files a synthetic set consists of; ``MARKER`` says that ``ncf`` wrote them.
+FILES = (*(f"combined_data_{i}.txt" for i in range(1, 5)), "movie_titles.csv")
+MARKER = "synth.json"
+
+
+def _check_out(out: Path) -> None:
+    """Refuse to write into a folder holding anything but an earlier synthetic set (a real
+    Netflix download has the same file names)."""
+    if out.exists() and not out.is_dir():
+        raise NcfError(f"{out}: exists and is not a folder")
+    if not out.is_dir():
+        return
+    entries = {p.name for p in out.iterdir() if not p.name.startswith(".synth-")}
+    if entries and not (MARKER in entries and entries <= {*FILES, MARKER}):
+        raise NcfError(f"{out}: folder is not empty and holds no earlier synthetic set "
+                       f"(no {MARKER}); not overwriting it")
+
+
 def write_synth_netflix(
     out_dir: str | Path,
     n_ratings: int,
@@ -503,8 +522,8 @@ def write_synth_netflix(
     """Write a synthetic Netflix Prize set in Kaggle's format.
 
     Args:
-        out_dir: folder to write (created if needed); existing files of the same names
-            are replaced once every file is complete.
+        out_dir: folder to write (created if needed): empty, or holding an earlier synthetic
+            set (its ``synth.json`` says so), which is replaced once every file is complete.
         n_ratings: number of ratings, 1,000 to 100,000,000 and beyond.
         seed: random seed; the same seed and sizes give byte-identical files.
         n_users: number of customers (default about ``n_ratings / 200``, at most 480,189).
@@ -514,25 +533,35 @@ def write_synth_netflix(
         A :class:`SynthInfo` with the paths and counts.
     """
     out = Path(out_dir)
+    _check_out(out)
+    model = _build_model(int(n_ratings), int(seed), n_users, n_items)  # checks before writing
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=".synth-", dir=out))
     except OSError as exc:
         raise NcfError(f"cannot write to {out}: {exc.strerror or exc}") from None
+    done = False
     try:
-        model = _build_model(int(n_ratings), int(seed), n_users, n_items)
-        names = [f"combined_data_{i}.txt" for i in range(1, 5)]
+        names = FILES[:4]
         n_users_seen, n_items_seen = _spill(model, work)
         file_ratings = [_write_file(work, b, work / name) for b, name in enumerate(names)]
         (work / "movie_titles.csv").write_bytes(_titles_text(model))
+        (work / MARKER).write_text(json.dumps({
+            "format": "ncf-synth-netflix", "ratings": int(sum(file_ratings)), "seed": int(seed),
+            "users": n_users_seen, "items": n_items_seen, "files": list(FILES)}) + "\n")
         files = []
-        for name in [*names, "movie_titles.csv"]:
+        for name in FILES:
             os.replace(work / name, out / name)
             files.append(out / name)
+        os.replace(work / MARKER, out / MARKER)
+        done = True
     except OSError as exc:
         raise NcfError(f"cannot write to {out}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if created and not done:
+            shutil.rmtree(out, ignore_errors=True)
     return SynthInfo(
         out_dir=out, files=tuple(files), n_ratings=int(sum(file_ratings)),
         n_users=n_users_seen, n_items=n_items_seen, n_titles=model.n_items,

@@ -3,10 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from ncf.errors import NcfError
+
+#: Seeds are drawn from 0..MAX_SEED (what every generator we seed accepts).
+MAX_SEED = 2**32 - 1
+
+
+def seed_arg(text: str) -> int:
+    """An argparse type: a seed, an integer in 0..MAX_SEED."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed is an integer in 0..{MAX_SEED}, got {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (with a pointer to ``--help``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ncf.cli import experiment as experiment_cmd
     from ncf.cli import train as train_cmd
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ncf", description="Neural Collaborative Filtering: data, training, evaluation."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -25,10 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM cleans up as Ctrl-C does: temporary files are removed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `ncf` console script; bad input exits 2 with one line on stderr."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
     try:
         return int(args.run(args) or 0)
     except NcfError as exc:
@@ -41,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ncf: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ncf.cli import seed_arg
 from ncf.interactions import Interactions
 
 QUANTILES = {"min": 0, "25%": 25, "50%": 50, "75%": 75, "90%": 90, "99%": 99, "max": 100}
@@ -36,7 +37,7 @@ def register(sub: Any) -> None:
     p.add_argument("--ratings", help="subsample to about N ratings (e.g. 1M)")
     p.add_argument("--subsample", choices=["users", "head", "random"], default="users",
                    help="whole users at random, the first rows, or random rows")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--threshold", type=float, help="minimum rating of a positive (default: all)")
     p.add_argument("--min-user-ratings", type=int, default=0, help="k-core: fewest per user")
     p.add_argument("--min-item-ratings", type=int, default=0, help="k-core: fewest per item")
@@ -53,7 +54,7 @@ def register(sub: Any) -> None:
                         formatter_class=fmt)
     p.add_argument("--ratings", required=True, help="number of ratings (e.g. 10M)")
     p.add_argument("--out", required=True, help="folder to write")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--users", type=int, help="customers (default: scaled with the size)")
     p.add_argument("--items", type=int, help="movies (default: scaled with the size)")
     p.set_defaults(run=cmd_synth)

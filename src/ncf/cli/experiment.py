@@ -6,6 +6,7 @@ import argparse
 import time
 from typing import Any
 
+from ncf.cli import seed_arg
 from ncf.errors import NcfError
 
 DEFAULT_EPOCHS = 10
@@ -21,6 +22,10 @@ def _ints(text: str) -> tuple[int, ...]:
     if not values:
         raise argparse.ArgumentTypeError("expected at least one integer")
     return values
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    return tuple(seed_arg(str(x)) for x in _ints(text))
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -45,12 +50,12 @@ def register(sub: Any) -> None:
     p.add_argument("--format", help="force the input format instead of detecting it")
     p.add_argument("--ratings", help="subsample to N ratings (e.g. 1M), whole users at random")
     p.add_argument("--synth-ratings", default="1M", help="size of the default synthetic set")
-    p.add_argument("--data-seed", type=int, default=0,
+    p.add_argument("--data-seed", type=seed_arg, default=0,
                    help="seed of subsampling, tie-breaking and evaluation candidates")
     p.add_argument("--out", help="report folder (default: reports/NAME-DATA)")
     p.add_argument("--cells", help="folder of cell results (default: OUT/cells); share it "
                    "between experiments to reuse common cells")
-    p.add_argument("--seeds", type=_ints, default=(0, 1, 2), help="model seeds, e.g. 0,1,2")
+    p.add_argument("--seeds", type=_seeds, default=(0, 1, 2), help="model seeds, e.g. 0,1,2")
     p.add_argument("--epochs", type=int, default=None,
                    help=f"maximum epochs per NCF stage (default {DEFAULT_EPOCHS}, "
                    f"{QUICK_EPOCHS} with --quick; the full pipeline uses 20)")

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ncf.cli import seed_arg
 from ncf.errors import NcfError
 
 DEFAULT_SYNTH_RATINGS = 1_000_000
@@ -52,7 +53,7 @@ def register(sub: Any) -> None:
                    "validation for those epochs (doubles training time)")
     p.add_argument("--full-ranking-users", type=int, default=10_000,
                    help="users sampled for full-ranking metrics (0: all)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: 1 for small batches, else all cores but one)")
