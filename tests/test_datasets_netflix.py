@@ -113,6 +113,18 @@ def test_mv_folder_and_tar_give_the_same_result(tmp_path: Path) -> None:
             tar.add(p, arcname=f"training_set/{p.name}")
     assert_reads_back(read_netflix(tar_path, chunk_bytes=500), r)
     assert detect_format(tar_path) == "netflix-mv"
+    # a truncated compressed archive and a file that is no archive: one line each
+    gz = tmp_path / "training_set.tar.gz"
+    with tarfile.open(gz, "w:gz") as tar:
+        for p in paths:
+            tar.add(p, arcname=f"training_set/{p.name}")
+    gz.write_bytes(gz.read_bytes()[: gz.stat().st_size // 2])
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(b"this is no archive\n" * 40)
+    for bad in (gz, junk):
+        with pytest.raises(DataError, match="not a readable tar archive") as e:
+            read_netflix(bad)
+        assert "\n" not in str(e.value) and str(e.value).startswith(str(bad))
     assert detect_format(paths[0]) == "netflix-mv"
     (tmp_path / "movie_titles.csv").write_bytes(b"1,2001,A, B\n")
     ds = load(tmp_path / "training_set")

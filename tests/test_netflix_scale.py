@@ -127,6 +127,9 @@ def test_same_pair_in_two_files(tmp_path: Path) -> None:
                                         r"combined_data_2\.txt"):
         prepare_netflix(data, tmp_path / "p")
     assert sorted(os.listdir(tmp_path)) == ["d"]
+    # the in-memory path (taken with a k-core) refuses it too, instead of keeping one
+    with pytest.raises(DataError, match=r"customer 7 rated movie 1 twice"):
+        prepare_split(data, min_user_ratings=1)
 
 
 def test_disk_full_leaves_no_folder(synth: Path, tmp_path: Path, monkeypatch) -> None:

@@ -109,7 +109,10 @@ def prepare_split(
             split = holdout_validation(split, tie_break=tie_break, seed=seed,  # type: ignore
                                        n_negatives=negatives)
     else:
-        x = deduplicate(to_implicit(data.interactions, threshold))
+        x = to_implicit(data.interactions, threshold)
+        if data.format in ("netflix", "netflix-mv"):  # as prepare_netflix: no pair repeats
+            _refuse_repeated_pairs(x, path)
+        x = deduplicate(x)
         options["sizes"]["positives"] = _size(x)
         if ratings is not None:
             x = subsample(x, ratings, subsample_strategy, seed)  # type: ignore[arg-type]
@@ -126,6 +129,16 @@ def prepare_split(
     options["sources"] = list(data.sources)
     options["seconds"] = round(time.perf_counter() - start, 3)
     return split, data.catalog, options
+
+
+def _refuse_repeated_pairs(x: Interactions, path: str | Path) -> None:
+    keys = x.user_ids.astype(np.int64) * x.n_items + x.item_ids
+    s = np.sort(keys)
+    same = np.flatnonzero(s[1:] == s[:-1])
+    if same.size:
+        u, i = divmod(int(s[same[0]]), x.n_items)
+        raise DataError(f"customer {x.user_raw[u]} rated movie {x.item_raw[i]} twice: the "
+                        "Prize data hold each pair once", path=path)
 
 
 def load_split(path: str | Path, **options: Any) -> tuple[Split, Catalog | None, dict[str, Any]]:

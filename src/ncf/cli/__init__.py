@@ -66,8 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ncf: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # missing files, full disks, permissions
-        name = f" {exc.filename}" if getattr(exc, "filename", None) else ""
-        print(f"ncf: error:{name}: {exc.strerror or exc}", file=sys.stderr)
+        name = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"ncf: error: {name}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ncf: interrupted", file=sys.stderr)

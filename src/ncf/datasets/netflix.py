@@ -8,9 +8,11 @@ end (the tail ``,R,YYYY-MM-DD`` is 13 bytes), so memory stays bounded by the blo
 
 from __future__ import annotations
 
+import lzma
 import os
 import re
 import tarfile
+import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -174,8 +176,10 @@ def _tar_pieces(path: Path) -> Iterator[_Piece]:
                 if f is None:
                     raise DataError(f"cannot read member {m.name}", path=path)
                 yield _bytes_piece(f"{path}/{m.name}", f.read())
-    except tarfile.TarError as e:
-        raise DataError(f"not a readable tar archive ({e})", path=path) from None
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as e:
+        # a truncated or corrupt archive; tarfile's own message may run over several lines
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise DataError(f"not a readable tar archive ({reason})", path=path) from None
 
 
 def _pieces(sources: list[Path], chunk_bytes: int) -> Iterator[_Piece]:
