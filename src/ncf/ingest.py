@@ -413,10 +413,11 @@ def prepare_netflix(
     cands: dict[str, np.ndarray] = {}
     if negatives:
         ks = _keyset(keys, n_items)
-        cands["test"] = sample_candidates(c.users[test_rows], ks, n_items, n=negatives, seed=seed)
+        cands["test"] = sample_candidates(c.users[test_rows], ks, n_items, n=negatives, seed=seed,
+                                          user_raw=c.user_raw)
         if val_rows is not None:
             cands["validation"] = sample_candidates(c.users[val_rows], ks, n_items, n=negatives,
-                                                    seed=seed + 1)
+                                                    seed=seed + 1, user_raw=c.user_raw)
         del ks
     del keys
     lap("candidates")

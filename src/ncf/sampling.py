@@ -237,6 +237,7 @@ def sample_candidates(
     n_items: int,
     n: int = 99,
     seed: int | np.random.Generator = 0,
+    user_raw: np.ndarray | None = None,
 ) -> np.ndarray:
     """Evaluation candidates: ``n`` distinct items per user, uniform, never excluded.
 
@@ -252,6 +253,7 @@ def sample_candidates(
         n_items: number of items.
         n: candidates per user.
         seed: seed (or generator) of the draws.
+        user_raw: raw ids of the users, to name one in an error.
 
     Returns:
         int32 items, shape ``(B, n)``; row ``i`` belongs to ``user_ids[i]``.
@@ -270,9 +272,10 @@ def sample_candidates(
     allowed = n_items - ks.counts(users)
     if (allowed < n).any():
         i = int(np.argmax(allowed < n))
+        name = users[i] if user_raw is None else user_raw[users[i]]
         raise NcfError(
-            f"user {users[i]} has {allowed[i]} items left to sample from, fewer than n={n}"
-        )
+            f"user {name} has only {allowed[i]} of the {n_items} items unseen, too few for "
+            f"{n} evaluation candidates: ask for fewer (--negatives) or keep more items")
     width = _draw_width(n, allowed, n_items)
     step = max(1, _CHUNK // width)
     for start in range(0, len(users), step):

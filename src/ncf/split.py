@@ -268,7 +268,7 @@ def holdout_validation(
     negatives = None
     if n_negatives:
         negatives = sample_candidates(val.user_ids, _all_keys(split), train.n_items,
-                                      n=n_negatives, seed=seed)
+                                      n=n_negatives, seed=seed, user_raw=train.user_raw)
     return replace(
         split,
         train=_held_out(train, val_rows),
@@ -301,10 +301,12 @@ def with_negatives(split: Split, n: int = 99, seed: int = 0) -> Split:
     changes: dict[str, Any] = {}
     if need_test:
         changes["test_negatives"] = sample_candidates(
-            split.test.user_ids, keys, split.train.n_items, n=n, seed=seed)
+            split.test.user_ids, keys, split.train.n_items, n=n, seed=seed,
+            user_raw=split.train.user_raw)
     if need_val:
         val = split.validation
         assert val is not None  # for the type checker: need_val implies it
         changes["validation_negatives"] = sample_candidates(
-            val.user_ids, keys, split.train.n_items, n=n, seed=seed + 1)
+            val.user_ids, keys, split.train.n_items, n=n, seed=seed + 1,
+            user_raw=split.train.user_raw)
     return replace(split, **changes)
