@@ -86,7 +86,9 @@ def check_device(device: str) -> None:
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise NcfError(f"--device {device}: not a torch device (try cpu or cuda)") from None
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise NcfError(f"--device {device}: not a device ncf trains on (cpu, cuda or cuda:N)")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise NcfError(f"--device {device}: no CUDA device is available to this torch build "
                        f"({torch.__version__})")
