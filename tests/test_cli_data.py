@@ -44,6 +44,15 @@ def test_inspect_json_ml100k(shared_data: Path, capsys) -> None:
     assert stats["time_span"] == {"first": "1997-09-20", "last": "1998-04-22"}
 
 
+def test_inspect_reads_the_papers_test_files_alone(shared_data: Path, capsys) -> None:
+    # the authors' ml-1m files come without their train file
+    code, out, err = _run(capsys, "data", "inspect",
+                          str(shared_data / "ncf" / "ml-1m.test.rating"), "--json")
+    assert code == 0 and err == ""
+    stats = json.loads(out)
+    assert (stats["users"], stats["ratings"], stats["format"]) == (6_040, 6_040, "ncf-paper")
+
+
 def test_synth_then_inspect_text(synth_dir: Path, capsys) -> None:
     code, out, _ = _run(capsys, "data", "inspect", str(synth_dir))
     assert code == 0

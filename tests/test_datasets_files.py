@@ -15,6 +15,7 @@ from ncf.datasets import (
     read_table,
     read_titles,
 )
+from ncf.datasets.paper import read_paper_negatives
 from ncf.errors import DataError
 
 
@@ -78,13 +79,32 @@ def test_paper_ml100k(shared_data: Path) -> None:
 
 
 def test_paper_ml1m_without_train(shared_data: Path) -> None:
-    with pytest.raises(DataError, match="require_train=False"):
-        read_paper_split(shared_data / "ncf" / "ml-1m.test.rating")
-    split = read_paper_split(shared_data / "ncf" / "ml-1m.test.rating", require_train=False)
-    assert len(split.train) == 0 and len(split.test) == 6_040
-    assert split.test.n_users == 6_040 and split.test.n_items == 3_706
-    assert split.test_negatives.shape == (6_040, 99)
-    assert split.test_negatives.min() == 0 and split.test_negatives.max() <= 3_705
+    folder = shared_data / "ncf"
+    with pytest.raises(DataError, match="missing: NCF paper data need it beside") as e:
+        read_paper_split(folder / "ml-1m.test.rating")
+    assert e.value.path == str(folder / "ml-1m.train.rating") and "=" not in str(e.value)
+    users, items, negatives = read_paper_negatives(folder / "ml-1m.test.negative")
+    assert users.tolist() == list(range(6_040)) and negatives.shape == (6_040, 99)
+    assert negatives.min() == 0 and max(negatives.max(), items.max()) == 3_705
+    # the authors' own file lists the test item among the negatives of 156 users (line 13,
+    # user 12, item 844 first): accepted, as their evaluation counts that item once
+    assert int((negatives == items[:, None]).any(axis=1).sum()) == 156
+    assert 844 in negatives[12] and items[12] == 844
+    split = read_paper_split(folder / "ml-1m.test.rating", require_train=False)
+    assert len(split.test) == 6_040 and split.test_negatives is not None
+
+
+def test_paper_test_files_only(tmp_path: Path) -> None:
+    (tmp_path / "t.test.rating").write_text("0\t3\t5\t1\n1\t0\t4\t2\n")
+    (tmp_path / "t.test.negative").write_text("(0,3)\t1\t2\n(1,0)\t2\t4\n")
+    split = read_paper_split(tmp_path / "t.test.rating", require_train=False)
+    assert len(split.train) == 0 and split.test.n_items == 5
+    with pytest.raises(DataError, match="t.train.rating: missing: NCF paper data need it") as e:
+        load(tmp_path / "t.test.rating")
+    assert "require_train" not in str(e.value)  # a Python argument the CLI user cannot pass
+    ds = load(tmp_path / "t.test.rating", require_train=False)
+    assert len(ds.interactions) == 2 and ds.split is not None
+    assert load(tmp_path / "t.test.rating", "ncf-paper", require_train=False).format == "ncf-paper"
 
 
 def write_paper(folder: Path, negative: str) -> Path:
@@ -118,6 +138,165 @@ def test_paper_bad_negatives(tmp_path: Path, negative: str, line: int, reason: s
     with pytest.raises(DataError, match=reason) as e:
         read_paper_split(tmp_path / "toy")
     assert e.value.line == line and e.value.path == str(tmp_path / "toy.test.negative")
+
+
+TRAIN = "0\t0\t5\t1\n0\t1\t4\t2\n1\t0\t5\t1\n1\t2\t3\t2\n2\t1\t4\t1\n"
+TEST = "0\t3\t5\t9\n1\t4\t4\t9\n2\t5\t3\t9\n"
+NEGATIVE = "(0,3)\t4\t5\t6\n(1,4)\t1\t5\t6\n(2,5)\t0\t2\t6\n"
+
+
+def write_three(folder: Path, files: dict[str, str]) -> Path:
+    """``x.train.rating`` / ``.test.rating`` / ``.test.negative``, the valid toy unless given."""
+    texts = {"train.rating": TRAIN, "test.rating": TEST, "test.negative": NEGATIVE, **files}
+    for suffix, text in texts.items():
+        (folder / f"x.{suffix}").write_text(text)
+    return folder / "x"
+
+
+def test_paper_dense_id_rule(tmp_path: Path) -> None:
+    split = read_paper_split(write_three(tmp_path, {}))
+    assert (len(split.train), len(split.test), split.train.n_items) == (5, 3, 7)
+    # 7 distinct item ids (0..5 and the gap's end): largest id + 1 may be 2 * 7 + 1000
+    files = {"test.negative": NEGATIVE.replace("\t6\n", "\t1013\n")}
+    assert read_paper_split(write_three(tmp_path, files)).train.n_items == 1_014
+    files = {"test.negative": NEGATIVE.replace("\t6\n", "\t1014\n")}  # one more: refused
+    with pytest.raises(DataError, match="item id 1014 but only 7 distinct item ids") as e:
+        read_paper_split(write_three(tmp_path, files))
+    assert e.value.line == 1 and e.value.path == str(tmp_path / "x.test.negative")
+
+
+@pytest.mark.parametrize(
+    ("suffix", "text", "line", "reason"),
+    [
+        # 1a: ids outside 0..2**31-2, in each file (an int32 would wrap them)
+        (
+            "train.rating",
+            TRAIN.replace("2\t1\t4", "2\t3000000000\t4"),
+            5,
+            "item id 3000000000 out of range",
+        ),
+        ("test.rating", TEST.replace("1\t4\t4", "-1\t4\t4"), 2, "user id -1 out of range"),
+        (
+            "test.negative",
+            NEGATIVE.replace("\t6\n(1", "\t3000000000\n(1"),
+            1,
+            "negative item 3000000000 out of range",
+        ),
+        ("test.negative", NEGATIVE.replace("(2,5)", "(2,2147483647)"), 3, "item id 2147483647 out"),
+        # 1b: ids far beyond the number of distinct ids (would allocate gigabytes)
+        (
+            "test.negative",
+            NEGATIVE.replace("\t5\t6\n(2", "\t5\t2000000000\n(2"),
+            2,
+            "item id 2000000000 but only 8 distinct item ids: this format numbers ids 0..n-1",
+        ),
+        ("train.rating", TRAIN.replace("2\t1\t4", "5000\t1\t4"), 5, "user id 5000 but only 4"),
+        # 1c: the split itself
+        (
+            "test.negative",
+            NEGATIVE.replace("(2,5)\t0", "(2,5)\t1"),
+            3,
+            "negative item 1 of user 2 is one of the user's items in x.train.rating",
+        ),
+        (
+            "test.negative",
+            NEGATIVE.replace("(0,3)\t4\t5", "(0,3)\t6\t5"),
+            1,
+            "negative item 6 of user 0 is repeated on the line",
+        ),
+        (
+            "test.negative",
+            NEGATIVE.replace("(0,3)\t4\t5", "(0,3)\t4,5"),
+            1,
+            "negative item '4,5' is not an integer",
+        ),
+        (
+            "test.rating",
+            TEST.replace("2\t5\t3", "3\t5\t3"),
+            3,
+            "test user 3 has no row in x.train.rating",
+        ),
+        (
+            "test.rating",
+            TEST.replace("2\t5\t3", "1\t5\t3"),
+            3,
+            "a second test row for user 1 \\(also line 2\\)",
+        ),
+        (
+            "test.rating",
+            TEST.replace("1\t4\t4", "1\t2\t4"),
+            2,
+            "test item 2 of user 1 is also in x.train.rating",
+        ),
+        (
+            "train.rating",
+            TRAIN + "\n0\t1\t3\t5\n",
+            7,
+            "user 0 item 1 appears twice \\(also line 2\\)",
+        ),
+        # 1e: ids Python's int() takes but the fast parser does not
+        (
+            "train.rating",
+            TRAIN.replace("2\t1\t4", "2\t18446744073709551616\t4"),
+            5,
+            "item id 18446744073709551616 out of range",
+        ),
+        ("test.rating", TEST.replace("1\t4\t4", "1\t4_0\t4"), 2, "item id '4_0' is not written"),
+        ("test.negative", NEGATIVE.replace("(2,5)\t0", "(2,5)\t+0"), 3, "negative item '\\+0'"),
+    ],
+)
+def test_paper_bad_files(tmp_path: Path, suffix: str, text: str, line: int, reason: str) -> None:
+    files = {suffix: text}
+    if suffix == "test.rating":  # negatives lines that match the test rows
+        heads = ["({},{})".format(*row.split("\t")[:2]) for row in text.splitlines()]
+        tails = [row[row.index("\t") :] for row in NEGATIVE.splitlines()]
+        files["test.negative"] = "".join(h + t + "\n" for h, t in zip(heads, tails))
+    prefix = write_three(tmp_path, files)
+    with pytest.raises(DataError, match=reason) as e:
+        read_paper_split(prefix)
+    assert e.value.path == f"{prefix}.{suffix}" and e.value.line == line
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("suffix", ["train.rating", "test.rating"])
+def test_paper_empty_file(tmp_path: Path, suffix: str) -> None:
+    prefix = write_three(tmp_path, {suffix: ""})
+    with pytest.raises(DataError, match="empty file") as e:
+        read_paper_split(prefix)
+    assert str(e.value) == f"{prefix}.{suffix}: empty file"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("u.data", "", "empty file"),
+        ("u.data", "1\t2\t3\t4\n   \n1\t3\t3\t4\n", "line 2: expected 4 fields, got 1"),
+        ("ratings.dat", "", "empty file"),
+        ("ratings.csv", "userId,movieId,rating,timestamp", "no data rows"),
+        ("u.data", "1\t2\t3\t4\n1\t+2\t3\t4\n", "line 2: item '\\+2' is not written as plain"),
+        ("u.data", "1\t2\t3\t4\n1\t1_2\t3\t4\n", "line 2: item '1_2' is not written"),
+        ("u.data", "1\t2\t3\t4\n99999999999999999999\t2\t3\t4\n", "line 2: user 9+ out of range"),
+        ("ratings.dat", "1::2::3::4\n1::2::3::99999999999999999999\n", "line 2: timestamp 9+ out"),
+        ("ratings.dat", "1::2::3::4\n1::2::1_0::5\n", "line 2: rating '1_0' is not a number"),
+    ],
+)
+def test_movielens_empty_and_unparsed(tmp_path: Path, name: str, text: str, message: str) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(DataError, match=message) as e:
+        read_movielens(path)
+    assert str(e.value).startswith(str(path)) and "could not be parsed" not in str(e.value)
+
+
+def test_movielens_csv_with_bom(tmp_path: Path) -> None:
+    path = tmp_path / "ratings.csv"
+    path.write_bytes(b"\xef\xbb\xbfuserId,movieId,rating,timestamp\n1,307,3.5,1256677221\n")
+    assert read_movielens(path).ratings.tolist() == [3.5]
+    # and a bad line of a file with a BOM is found by the scan (line 1 is not misread)
+    path = tmp_path / "u.data"
+    path.write_bytes(b"\xef\xbb\xbf1\t2\t3\t4\n1\t+2\t3\t4\n")
+    with pytest.raises(DataError, match=r"u.data, line 2: item '\+2'"):
+        read_movielens(path)
 
 
 # tables ---------------------------------------------------------------------------------
@@ -164,6 +343,41 @@ def test_table_errors(tmp_path: Path) -> None:
         read_table(path, "u", "i", "r")
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "reason"),
+    [
+        ("user,user,item\n1,2,3\n", 1, "the header names column 'user' 2 times"),
+        ('user,item,rating\n1,2,3\n"1,2,3\n1,2,3\n', 3, "unclosed quote"),
+        ('user,item,rating\n1,2,3\n1,"2,3\n', 3, "unclosed quote"),
+        ("user,item,rating\nu1,,4\nu2,i2,5\n", 2, "missing item"),
+        ("user,item,rating\nu1,i1,4\n  ,i2,5\n", 3, "missing user"),
+        ("user,item\n2.5,1\n1,2\n", 2, "user id 2.5 is not an integer$"),
+        ("user,item\n1e30,1\n1,2\n", 2, "user id 1e\\+30 is not an integer in the 64-bit"),
+    ],
+)
+def test_table_bad_lines(tmp_path: Path, text: str, line: int, reason: str) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text(text)
+    with pytest.raises(DataError, match=reason) as e:
+        read_table(path, "user", "item")
+    assert e.value.line == line and e.value.path == str(path) and "\n" not in str(e.value)
+
+
+def test_table_no_rows_and_cli_words(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("user,item")  # a header, no newline, no row
+    with pytest.raises(DataError, match="no data rows"):
+        read_table(path, "user", "item")
+    path.write_text("who,what\nu1,i1\n")
+    with pytest.raises(DataError, match="cannot tell the user column") as e:
+        load(path)
+    assert "=" not in str(e.value) and "name it one of user, userid" in str(e.value)
+    (tmp_path / "x.bin").write_bytes(b"\x00\x01\x02")
+    with pytest.raises(DataError, match="give it with --format: netflix") as e:
+        load(tmp_path / "x.bin")
+    assert "fmt" not in str(e.value)
+
+
 # titles ---------------------------------------------------------------------------------
 def test_netflix_titles(shared_data: Path) -> None:
     c = read_titles(shared_data / "netflix" / "movie_titles.csv")
@@ -196,6 +410,25 @@ def test_titles_errors(tmp_path: Path) -> None:
     path.write_text("1,2001,A\n1,2002,B\n")
     with pytest.raises(DataError, match=r"line 2: item id 1 appears twice"):
         read_titles(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "reason"),
+    [
+        ("movie_titles.csv", b"1,2001,A\n99999999999999999999,2001,B\n", "item id 9+ out of range"),
+        ("movie_titles.csv", b"1,2001,A\n2,99999999999999999999,B\n", "year 9+ out of range"),
+        ("movie_titles.csv", b"1,2001,A\n\xb2,2001,B\n", "item id '\xb2' is not"),
+        ("movie_titles.csv", b"1,2001,A\n2,\xb2,B\n", "year '\xb2' is neither"),
+        ("u.item", b"1|Toy Story (1995)|x\n\xb2|X|\n", "item id '\xb2' is not"),
+        ("u.item", b"1|Toy Story (1995)|x\n99999999999999999999|X|\n", "item id 9+ out of"),
+    ],
+)
+def test_titles_bad_numbers(tmp_path: Path, name: str, data: bytes, reason: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(DataError, match=reason) as e:
+        read_titles(path)
+    assert e.value.line == 2
 
 
 # detection and load ----------------------------------------------------------------------

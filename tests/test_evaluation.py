@@ -76,6 +76,16 @@ def test_evaluate_sampled_on_table_and_torch_output():
     assert m2.ranks.tolist() == [2, 0]
 
 
+def test_a_candidate_equal_to_the_positive_is_not_counted():
+    # as the paper's code, whose dict of item scores holds the test item once: user 0's
+    # positive 2 (0.5) is beaten by item 1 only; its copy among the candidates is ignored
+    table = np.array([[0.0, 0.9, 0.5, 0.2], [0.3, 0.2, 0.1, 0.0]])
+    users, positives = np.array([0, 1]), np.array([2, 0])
+    negatives = np.array([[1, 2, 3], [0, 1, 2]])
+    m = evaluate_sampled(table_fn(table), users, positives, negatives, k=1)
+    assert m.ranks.tolist() == [1, 0] and m.hr == 0.5
+
+
 def test_constant_model_scores_zero():
     n = 50
     m = evaluate_sampled(lambda u, i: np.zeros(i.shape), np.arange(n), np.zeros(n, int),

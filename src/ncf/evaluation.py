@@ -174,6 +174,10 @@ def evaluate_sampled(
         items[:, 0] = positives[start:end]
         items[:, 1:] = negatives[start:end]
         s = _scores(score_fn, users[start:end], items)
+        same = items[:, 1:] == items[:, :1]
+        if same.any():  # a candidate equal to the positive is the positive itself (paper's code)
+            s = s.copy()
+            s[:, 1:][same] = -np.inf
         ranks[start:end] = positive_ranks(s[:, 0], s[:, 1:])
     return Metrics.from_ranks(ranks, k, "sampled")
 

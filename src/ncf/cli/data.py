@@ -133,7 +133,7 @@ def _read_any(path: str, fmt: str | None) -> tuple[Interactions, str, dict[str, 
         return joined, f"prepared ({data_fmt})", sizes
     from ncf.datasets import load
 
-    data = load(path, fmt)
+    data = load(path, fmt, require_train=False)  # inspect reads the paper's test files alone
     return data.interactions, data.format, None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,6 +12,13 @@ from ncf.errors import DataError
 
 SECONDS_PER_DAY = 86_400
 _DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int32)
+BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark, which pyarrow skips at the start of a file
+# what pyarrow's CSV reader accepts (spaces and tabs around a value are trimmed):
+_INT = re.compile(r"-?[0-9]+")
+_FLOAT = re.compile(
+    r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)", re.IGNORECASE
+)
+_INVALID_VALUE = re.compile(r"invalid value '(.*)'")
 
 
 def existing(path: str | Path) -> Path:
@@ -50,21 +58,27 @@ def valid_dates(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndar
 
 
 def iter_lines(path: str | Path, encoding: str = "latin-1") -> Iterator[tuple[int, str]]:
-    """``(1-based line number, text without line end)`` of every line: error paths only."""
+    """``(1-based line number, text without line end)`` of every line: error paths only.
+
+    A UTF-8 byte order mark at the start of the file is dropped, as pyarrow does.
+    """
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
+            if number == 1 and raw.startswith(BOM):
+                raw = raw[len(BOM) :]
             yield number, raw.rstrip(b"\r\n").decode(encoding, errors="replace")
 
 
 def locate_row(path: str | Path, row: int, skip: int = 0) -> int:
     """1-based line number of data row ``row`` (0-based) after ``skip`` header lines.
 
-    Blank lines are not rows (pyarrow skips them). Error paths only: a Python scan.
+    Empty lines are not rows (pyarrow skips them; a line of spaces is one). Error paths
+    only: a Python scan.
     """
     seen = -1
     number = 0
     for number, text in iter_lines(path):
-        if number <= skip or not text.strip():
+        if number <= skip or not text:
             continue
         seen += 1
         if seen == row:
@@ -77,42 +91,66 @@ def first_bad_line(
     check: Callable[[list[str]], str | None],
     split: Callable[[str], list[str]],
     skip: int = 0,
+    error: str | None = None,
 ) -> DataError:
     """Scan ``path`` for the first line whose fields ``check`` rejects; the error to raise.
 
-    Used only after a vectorised parse failed, to name the file and line.
+    Used only after a vectorised parse failed, to name the file and line. When every line
+    passes ``check``: ``empty file`` / ``no data rows`` if there is no data line, else the
+    line holding the value the parser's message ``error`` names (pyarrow's
+    ``invalid value '...'``), else that message's first line, without a line number.
     """
+    rows = 0
     for number, text in iter_lines(path):
-        if number <= skip or not text.strip():
+        if number <= skip or not text:
             continue
+        rows += 1
         problem = check(split(text))
         if problem is not None:
             return DataError(problem, path=path, line=number)
-    return DataError("could not be parsed", path=path)
+    if rows == 0:
+        empty = Path(path).stat().st_size == 0
+        return DataError("empty file" if empty else "no data rows", path=path)
+    message = (error or "").strip().partition("\n")[0]
+    found = _INVALID_VALUE.search(message)
+    if found:
+        value = found.group(1).strip(" \t")
+        for number, text in iter_lines(path):
+            if number > skip and value in (f.strip(" \t") for f in split(text)):
+                return DataError(f"value {value!r} could not be read", path=path, line=number)
+    return DataError(f"could not be parsed ({message})" if message else "could not be parsed", path)
 
 
 def int_field(name: str) -> Callable[[str], str | None]:
-    """A field checker: ``None`` if the text is an integer, else the reason."""
+    """A field checker: ``None`` if the text is a 64-bit integer as pyarrow reads it, else why.
+
+    Digits with an optional ``-``, spaces or tabs around (Python's ``int`` also takes
+    ``+2``, ``1_2``, non-ASCII digits and any size: the fast path does not).
+    """
 
     def check(text: str) -> str | None:
-        try:
-            int(text)
-        except ValueError:
-            return f"{name} {text!r} is not an integer"
+        value = text.strip(" \t")
+        if not _INT.fullmatch(value):
+            try:
+                int(value)
+            except ValueError:
+                return f"{name} {text!r} is not an integer"
+            return f"{name} {text!r} is not written as plain digits (0-9, optional '-')"
+        if not -(2**63) <= int(value) < 2**63:
+            return f"{name} {value} out of range (beyond 64 bits)"
         return None
 
     return check
 
 
 def float_field(name: str) -> Callable[[str], str | None]:
-    """A field checker: ``None`` if the text is a finite number, else the reason."""
+    """A field checker: ``None`` if the text is a finite number as pyarrow reads it, else why."""
 
     def check(text: str) -> str | None:
-        try:
-            value = float(text)
-        except ValueError:
+        value = text.strip(" \t")
+        if not _FLOAT.fullmatch(value):
             return f"{name} {text!r} is not a number"
-        return None if np.isfinite(value) else f"{name} {text!r} is not finite"
+        return None if np.isfinite(float(value)) else f"{name} {text!r} is not finite"
 
     return check
 

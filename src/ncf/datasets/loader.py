@@ -121,7 +121,9 @@ def detect_format(path: str | Path) -> str:
             counts = {ln.count(delim) for ln in lines[:-1]}  # the last may be cut
             if len(counts) == 1 and counts.pop() >= 1:
                 return "table"
-    raise DataError("cannot tell the data format (pass fmt=...)", path=p)
+    raise DataError(
+        f"cannot tell the data format (give it with --format: {', '.join(FORMATS)})", path=p
+    )
 
 
 def _find_titles(p: Path, fmt: str) -> Path | None:
@@ -143,7 +145,11 @@ def _guess(names: list[str], candidates: tuple[str, ...]) -> str | None:
 def _load_table(p: Path, options: dict[str, Any]) -> Interactions:
     if "user_col" not in options or "item_col" not in options:
         if not options.get("header", True):
-            raise DataError("headerless table: pass user_col= and item_col=", path=p)
+            raise DataError(
+                "a table without a header line: add one naming the columns "
+                "(e.g. user,item,rating,timestamp)",
+                path=p,
+            )
         names = table_columns(p, options.get("delimiter"))
         guesses = {
             "user_col": _guess(names, _USER_NAMES),
@@ -151,24 +157,31 @@ def _load_table(p: Path, options: dict[str, Any]) -> Interactions:
             "rating_col": _guess(names, _RATING_NAMES),
             "timestamp_col": _guess(names, _TIME_NAMES),
         }
-        for key in ("user_col", "item_col"):
+        for key, known in (("user_col", _USER_NAMES), ("item_col", _ITEM_NAMES)):
             if key not in options and guesses[key] is None:
                 raise DataError(
-                    f"cannot tell the {key[:-4]} column of {names}: pass {key}=", path=p
+                    f"cannot tell the {key[:-4]} column from the header ({','.join(names)}): "
+                    f"name it one of {', '.join(known)}",
+                    path=p,
+                    line=None if p.suffix.lower() in (".parquet", ".pq") else 1,
                 )
         options = {**{k: v for k, v in guesses.items() if v is not None}, **options}
     return read_table(p, **options)
 
 
-def load(path: str | Path, fmt: str | None = None, **options: Any) -> Dataset:
+def load(
+    path: str | Path, fmt: str | None = None, *, require_train: bool = True, **options: Any
+) -> Dataset:
     """Read any supported data set.
 
     Args:
         path: a ratings file or a folder (see :func:`detect_format`).
         fmt: one of :data:`FORMATS`; detected when ``None``.
-        **options: passed to the format's reader (e.g. ``require_train=False`` for
-            ``ncf-paper``, ``user_col=`` / ``item_col=`` for ``table``; guessed from a
-            header when omitted).
+        require_train: ``ncf-paper`` only (ignored for the others, which have no train
+            file): if ``False``, the test files without their ``NAME.train.rating`` give
+            an empty train (fine to inspect them, not to train on).
+        **options: passed to the format's reader (e.g. ``user_col=`` / ``item_col=`` for
+            ``table``; guessed from a header when omitted).
 
     Returns:
         Dataset; ``interactions.meta`` holds the format and the source files.
@@ -187,7 +200,7 @@ def load(path: str | Path, fmt: str | None = None, **options: Any) -> Dataset:
         x = read_movielens(p, **options)
         sources = list(x.meta["sources"])
     elif fmt == "ncf-paper":
-        split = read_paper_split(p, **options)
+        split = read_paper_split(p, require_train=require_train, **options)
         x = _concat(split.train, split.test)
         sources = list(split.meta["sources"])
     else:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ncf.datasets._common import existing, locate_row
+from ncf.datasets._common import BOM, existing, locate_row
 from ncf.datasets.tabular import read_numeric_columns
 from ncf.errors import DataError
 from ncf.interactions import Interactions
@@ -56,7 +56,7 @@ def read_movielens(path: str | Path) -> Interactions:
     header = flavour == "ml-csv"
     if header:
         with open(p, "rb") as f:
-            first = f.readline().decode("latin-1").strip().lower().split(",")
+            first = f.readline().removeprefix(BOM).decode("latin-1").strip().lower().split(",")
         if first[:4] != ["userid", "movieid", "rating", "timestamp"]:
             raise DataError("expected the header userId,movieId,rating,timestamp", path=p, line=1)
     delimiter = {"ml-100k": "\t", "ml-dat": "::", "ml-csv": ","}[flavour]

@@ -6,6 +6,7 @@ or a value is bad, a slow scan of the file finds the line to name in the ``DataE
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,12 +14,14 @@ from typing import Any
 import numpy as np
 
 from ncf.datasets._common import (
+    BOM,
     SECONDS_PER_DAY,
     existing,
     fields_checker,
     first_bad_line,
     float_field,
     int_field,
+    iter_lines,
     locate_row,
 )
 from ncf.errors import DataError
@@ -66,6 +69,8 @@ def read_numeric_columns(
             for kind, nm in zip(kinds, names, strict=True)
         ]
     )
+    if path.is_file() and path.stat().st_size == 0:
+        raise DataError("empty file", path=path)
     try:
         table = pcsv.read_csv(
             path,
@@ -75,9 +80,9 @@ def read_numeric_columns(
                 column_types=types, include_columns=[col_names[k] for k in keep]
             ),
         )
-    except pa.ArrowInvalid:
+    except pa.ArrowInvalid as e:
         raise first_bad_line(
-            path, checker, lambda t: t.split(delimiter), skip=int(header)
+            path, checker, lambda t: t.split(delimiter), skip=int(header), error=str(e)
         ) from None
     if table.num_rows == 0:
         raise DataError("no data rows", path=path)
@@ -103,7 +108,7 @@ def sniff_delimiter(path: str | Path) -> str:
     if path.suffix.lower() == ".tsv":
         return "\t"
     with open(path, "rb") as f:
-        first = f.readline().decode("latin-1")
+        first = f.readline().removeprefix(BOM).decode("latin-1")
     counts = {d: first.count(d) for d in _DELIMITERS}
     best = max(counts, key=lambda d: counts[d])
     if counts[best] == 0:
@@ -113,17 +118,34 @@ def sniff_delimiter(path: str | Path) -> str:
     return best
 
 
-def _resolve(names: list[str], col: Column, path: Path) -> str:
+def _resolve(names: list[str], col: Column, path: Path) -> int:
+    """The index of column ``col`` (a name, matched exactly, else ignoring case, or an index)."""
     if isinstance(col, int) and not isinstance(col, bool):
         if not -len(names) <= col < len(names):
             raise DataError(f"column index {col} outside 0..{len(names) - 1}", path=path)
-        return names[col]
-    if col in names:
-        return str(col)
-    lower = {n.lower(): n for n in names}
-    if str(col).lower() in lower:
-        return lower[str(col).lower()]
+        return col % len(names)
+    for same in (lambda n: n == col, lambda n: n.lower() == str(col).lower()):
+        found = [k for k, n in enumerate(names) if same(n)]
+        if len(found) > 1:
+            twice = ", ".join(repr(names[k]) for k in found)
+            raise DataError(
+                f"the header names column {col!r} {len(found)} times ({twice}): "
+                "give each column its own name",
+                path=path,
+                line=None if path.suffix.lower() in _PARQUET else 1,
+            )
+        if found:
+            return found[0]
     raise DataError(f"no column {col!r} (columns: {', '.join(names)})", path=path)
+
+
+def _csv_problem(text: str, delimiter: str, ncols: int) -> str | None:
+    """Why pyarrow rejects one line of a delimited file (quotes as in CSV), or ``None``."""
+    try:
+        fields = next(csv.reader([text], delimiter=delimiter, strict=True), [])
+    except csv.Error as e:
+        return "unclosed quote" if "end of data" in str(e) else f"bad quoting ({e})"
+    return None if len(fields) == ncols else f"expected {ncols} fields, got {len(fields)}"
 
 
 def _load_table(path: Path, delimiter: str | None, header: bool) -> Any:
@@ -145,36 +167,51 @@ def _load_table(path: Path, delimiter: str | None, header: bool) -> Any:
             parse_options=pcsv.ParseOptions(delimiter=delim),
         )
     except pa.ArrowInvalid as e:
-        with open(path, "rb") as f:
-            ncols = len(f.readline().decode("latin-1").split(delim))
-        err = first_bad_line(
+        number, first = next(((n, t) for n, t in iter_lines(path) if t.strip()), (1, ""))
+        ncols = len(next(csv.reader([first], delimiter=delim), []))
+        if problem := _csv_problem(first, delim, ncols):
+            raise DataError(problem, path=path, line=number) from None
+        raise first_bad_line(
             path,
-            lambda f: None if len(f) == ncols else f"expected {ncols} fields, got {len(f)}",
-            lambda t: t.split(delim),
-            skip=int(header),
-        )
-        if err.line is None:
-            raise DataError(f"cannot parse ({e})", path=path) from None
-        raise err from None
+            lambda f: _csv_problem(f[0], delim, ncols),
+            lambda t: [t],
+            skip=number if header else 0,
+            error=str(e),
+        ) from None
 
 
 def _ids(col: Any, what: str, path: Path, header: bool) -> np.ndarray:
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     _no_nulls(col, what, path, header)
     if pa.types.is_integer(col.type):
         return col.to_numpy().astype(np.int64)
     if pa.types.is_floating(col.type):
         arr = col.to_numpy()
-        bad = np.flatnonzero(arr != np.round(arr))
+        with np.errstate(invalid="ignore"):
+            bad = np.flatnonzero(~(np.abs(arr) < 2.0**63) | (arr != np.round(arr)))
         if bad.size:
             raise DataError(
-                f"{what} id {arr[bad[0]]!r} is not an integer",
+                f"{what} id {float(arr[bad[0]]):g} is not an integer"
+                + (" in the 64-bit range" if arr[bad[0]] == np.round(arr[bad[0]]) else ""),
                 path=path,
                 line=_line(path, int(bad[0]), header),
             )
         return arr.astype(np.int64)
-    return np.asarray(col.cast(pa.string()).to_numpy(zero_copy_only=False).astype(str))
+    text = col.cast(pa.string())
+    blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0).to_numpy(
+        zero_copy_only=False
+    )
+    if blank.any():
+        row = int(np.flatnonzero(blank)[0])
+        raise DataError(f"missing {what} (empty field)", path=path, line=_line(path, row, header))
+    # pyarrow reads no newline inside a value, except from a quote left open at the end
+    cut = pc.match_substring(text, "\n").to_numpy(zero_copy_only=False)
+    if cut.any() and path.suffix.lower() not in _PARQUET:
+        row = int(np.flatnonzero(cut)[0])
+        raise DataError("unclosed quote", path=path, line=_line(path, row, header))
+    return np.asarray(text.to_numpy(zero_copy_only=False).astype(str))
 
 
 def _no_nulls(col: Any, what: str, path: Path, header: bool) -> None:
@@ -275,7 +312,7 @@ def read_table(
     names = list(table.column_names)
 
     def column(col: Column) -> Any:
-        return table.column(_resolve(names, col, path))
+        return table.column(_resolve(names, col, path))  # by index: names may repeat
 
     users = _ids(column(user_col), "user", path, header)
     items = _ids(column(item_col), "item", path, header)
@@ -295,4 +332,5 @@ def table_columns(path: str | Path, delimiter: str | None = None) -> list[str]:
         return list(pq.read_schema(path).names)
     delim = delimiter or sniff_delimiter(path)
     with open(path, "rb") as f:
-        return [c.strip().strip('"') for c in f.readline().decode("latin-1").strip().split(delim)]
+        first = f.readline().removeprefix(BOM).decode("latin-1").strip()
+    return [c.strip().strip('"') for c in first.split(delim)]

@@ -17,7 +17,8 @@ from ncf.datasets._common import existing
 from ncf.errors import DataError, NcfError
 
 TITLE_FILES = ("movie_titles.csv", "movie_titles.txt", "u.item", "movies.dat", "movies.csv")
-_YEAR_IN_TITLE = re.compile(r"\((\d{4})(?:[-\u2013]\d{0,4})?\)\s*$")
+_YEAR_IN_TITLE = re.compile(r"\(([0-9]{4})(?:[-\u2013][0-9]{0,4})?\)\s*$")
+_DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also takes "²" and other scripts
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,10 +72,12 @@ def _rows(path: Path, text: str) -> list[tuple[int, str, str, int]]:
             if len(parts) != 3:
                 raise DataError("expected MovieID,YearOfRelease,Title", path=path, line=number)
             year = parts[1].strip()
-            if year != "NULL" and not year.isdigit():
+            if year != "NULL" and not _DIGITS.fullmatch(year):
                 raise DataError(
                     f"year {year!r} is neither a number nor NULL", path=path, line=number
                 )
+            if year != "NULL" and int(year) > 9999:
+                raise DataError(f"year {year} out of range 0..9999", path=path, line=number)
             out.append((number, parts[0], parts[2], int(year) if year != "NULL" else -1))
     elif name.endswith(".csv"):  # MovieLens: movieId,title,genres with quoted titles
         reader = csv.reader(io.StringIO(text))
@@ -131,8 +134,10 @@ def read_titles(path: str | Path) -> Catalog:
         raise DataError("no titles", path=p)
     ids = np.empty(len(rows), dtype=np.int64)
     for k, (number, text, _, _) in enumerate(rows):
-        if not text.strip().isdigit():
+        if not _DIGITS.fullmatch(text.strip()):
             raise DataError(f"item id {text!r} is not a non-negative integer", path=p, line=number)
+        if int(text) >= 2**63:
+            raise DataError(f"item id {text.strip()} out of range", path=p, line=number)
         ids[k] = int(text)
     order = np.argsort(ids, kind="stable")
     ids = ids[order]
