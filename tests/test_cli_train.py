@@ -239,3 +239,92 @@ def test_a_run_stopped_in_neumf_keeps_its_finished_stages(tmp_path: Path, monkey
                  "-k", "3", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 3 and all(r["title"] for r in rows)
+
+
+def test_recommend_past_the_unseen_items_lists_only_those(run_dir: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from ncf.report import load_model
+
+    rec = load_model(run_dir)
+    user = rec.user_raw[3]
+    unseen = rec.n_items - len(rec.seen_items(3))
+    assert main(["recommend", str(run_dir), "--user", str(user), "-k", "100000", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == unseen and not {r["item"] for r in rows} & set(
+        rec.item_raw[rec.seen_items(3)].tolist())
+    assert main(["recommend", str(run_dir), "--user", str(user), "-k", "100000"]) == 0
+    assert f"only {unseen} items left to recommend" in capsys.readouterr().out.splitlines()[0]
+
+
+def test_broken_run_files_are_one_line(run_dir: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    from ncf.report import load_model
+
+    broken = tmp_path / "broken"
+    shutil.copytree(run_dir, broken)
+    user = ["--user", str(load_model(run_dir).user_raw[0])]
+    (broken / "models" / "neumf.npz").write_bytes(b"garbage" * 10)
+    (broken / "catalog.npz").write_bytes(b"")
+    (broken / "config.json").write_text("[1, 2]")
+    for args, message in [
+        (["recommend", str(broken), *user], "neumf.npz: unreadable model file"),
+        (["recommend", str(broken), *user, "--model", "gmf"], "catalog.npz: unreadable catalog"),
+        (["evaluate", str(broken)], "config.json: not the configuration of a run"),
+        (["recommend", str(run_dir), "--user", "9" * 30], "unknown user"),
+        (["recommend", str(run_dir), *user, "--model", "../catalog"], "unknown model"),
+    ]:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("ncf: error: ") and err.count("\n") == 1 and message in err, err
+    shutil.rmtree(broken / "models")
+    (broken / "models").mkdir()
+    shutil.copy(run_dir / "config.json", broken / "config.json")
+    assert main(["evaluate", str(broken)]) == 2
+    assert "no trained model in this run" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_other_data_of_the_same_shape(run_dir: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                       capsys) -> None:
+    source = Path(json.loads((run_dir / "config.json").read_text())["data"]["path"])
+    other = tmp_path / "other"  # the same ratings, every customer id shifted by one
+    other.mkdir()
+    for f in source.iterdir():
+        if f.name.startswith("combined_data"):
+            lines = [ln if ln.endswith(":") or not ln else
+                     f"{int(ln.split(',', 1)[0]) + 1},{ln.split(',', 1)[1]}"
+                     for ln in f.read_text().split("\n")]
+            (other / f.name).write_text("\n".join(lines))
+    assert main(["evaluate", str(run_dir), "--data", str(other), "--json"]) == 2
+    assert "user ids differ from those the model was trained on" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--lr", "0"], "learning rate must be a positive number"),
+    (["--finetune-lr", "-1"], "learning rate must be a positive number"),
+    (["--user", "nosuch"], "unknown user 'nosuch'"),
+    (["--layers", "40"], "above 65,536"),
+])
+def test_bad_training_options_fail_before_the_run_directory(  # type: ignore[no-untyped-def]
+        run_dir: Path, tmp_path: Path, monkeypatch, capsys, args: list[str], message: str) -> None:
+    source = json.loads((run_dir / "config.json").read_text())["data"]["path"]
+    out = tmp_path / "run"
+    assert main(["train", "--data", source, "--out", str(out), *SMALL, *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not out.exists()
+
+
+def test_running_out_of_memory_is_one_line_and_leaves_no_run(tmp_path: Path, monkeypatch,  # type: ignore[no-untyped-def]
+                                                             capsys) -> None:
+    import ncf.pipeline as pipeline_mod
+
+    def no_memory(*a, **kw):  # type: ignore[no-untyped-def]
+        raise MemoryError("Unable to allocate 14.0 GiB for an array")
+
+    monkeypatch.setattr(pipeline_mod, "train", no_memory)
+    monkeypatch.setenv("NCF_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    assert main(["train", "--synth-ratings", "20k", "--out", str(out), *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ncf: error: not enough memory (Unable to allocate 14.0 GiB")
+    assert err.count("\n") == 1 and not out.exists()

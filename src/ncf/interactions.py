@@ -205,7 +205,7 @@ def lookup_raw(raw_ids: np.ndarray, raw: Any, what: str) -> int:
     """Dense index of ``raw`` in the sorted ``raw_ids``; ``NcfError`` naming it when unknown."""
     try:
         value = np.asarray(raw, dtype=raw_ids.dtype)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise NcfError(f"unknown {what} {raw!r}") from None
     pos = int(np.searchsorted(raw_ids, value))
     if pos >= len(raw_ids) or raw_ids[pos] != value:

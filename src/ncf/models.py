@@ -30,6 +30,10 @@ def _embedding(n: int, dim: int, sparse: bool) -> nn.Embedding:
     return emb
 
 
+#: Widest MLP input accepted (each user and item gets half of it as embedding size).
+MAX_TOWER_INPUT = 1 << 16
+
+
 def tower_sizes(factors: int, n_layers: int) -> list[int]:
     """The paper's halving tower: input ``factors * 2**n_layers`` down to ``factors``.
 
@@ -40,6 +44,9 @@ def tower_sizes(factors: int, n_layers: int) -> list[int]:
     if factors < 2 or factors % 2 or n_layers < 0:
         raise NcfError(f"factors must be an even number >= 2 and n_layers >= 0, got "
                        f"{factors} and {n_layers}")
+    if factors * 2**n_layers > MAX_TOWER_INPUT:
+        raise NcfError(f"factors {factors} with {n_layers} layers make a tower input of "
+                       f"{factors * 2**n_layers:,}, above {MAX_TOWER_INPUT:,}: use fewer")
     return [factors * 2**i for i in range(n_layers, -1, -1)]
 
 

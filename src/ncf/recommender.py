@@ -79,11 +79,14 @@ class Recommender(ABC):
         """Top-``k`` items for each user, batch-first: ``(ids (B, k), scores (B, k))``.
 
         Seen items (those in the training matrix) are excluded when ``filter_seen``;
-        ``filter_items`` are excluded for every user.
+        ``filter_items`` are excluded for every user. A user with fewer than ``k`` items
+        left gets them first, then excluded items with score ``-inf`` (rows keep one width).
         """
         users = np.atleast_1d(np.asarray(user_ids, dtype=np.int64))
         if users.size and (users.min() < 0 or users.max() >= self.n_users):
             raise NcfError(f"unknown user index (valid: 0..{self.n_users - 1})")
+        if k < 1:
+            raise NcfError(f"k must be >= 1, got {k}")
         k = min(k, self.n_items)
         all_items = np.arange(self.n_items, dtype=np.int64)
         out_ids = np.empty((len(users), k), dtype=np.int64)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -97,13 +99,25 @@ def print_table(results: Mapping[str, Any]) -> None:
     print(format_table({name: res.metrics for name, res in results.items()}))
 
 
+def run_models(run_dir: Path) -> list[str]:
+    """The models a run directory holds, in pipeline order."""
+    return [n for n in NAMES if (Path(run_dir) / "models" / f"{n}.npz").is_file()]
+
+
 def load_model(run_dir: Path, model: str = "neumf") -> NCFRecommender:
     """A trained model of a run directory."""
+    if model not in NAMES:
+        raise NcfError(f"unknown model {model!r} (choose {', '.join(NAMES)})")
     path = Path(run_dir) / "models" / f"{model}.npz"
     if not path.exists():
-        have = sorted(p.stem for p in (Path(run_dir) / "models").glob("*.npz"))
+        have = run_models(Path(run_dir))
         raise NcfError(f"{path}: no such model in this run (have: {', '.join(have) or 'none'})")
-    rec = NCFRecommender.load(path)
+    try:
+        rec = NCFRecommender.load(path)
+    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile,
+            json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise NcfError(f"{path}: unreadable model file ({type(exc).__name__}); train again, "
+                       "or restore it") from None
     if not isinstance(rec, NCFRecommender):
         raise NcfError(f"{path}: not an NCF model")
     return rec
@@ -117,7 +131,8 @@ def recommend_rows(run_dir: Path, user: Any, k: int = 10, model: str = "neumf",
     ids, scores = rec.recommend(np.array([dense]), k=k, filter_seen=filter_seen)
     catalog = load_catalog(Path(run_dir) / "catalog.npz")
     rows = []
-    for rank, (i, s) in enumerate(zip(ids[0], scores[0]), start=1):
+    kept = np.isfinite(scores[0])  # excluded items only fill rows past the unseen ones
+    for rank, (i, s) in enumerate(zip(ids[0][kept], scores[0][kept]), start=1):
         raw = rec.item_raw[i] if rec.item_raw is not None else i
         row: dict[str, Any] = {"rank": rank, "item": raw.item() if hasattr(raw, "item") else raw,
                                "score": float(1.0 / (1.0 + np.exp(-s)))}
@@ -138,6 +153,8 @@ def recommend_lines(run_dir: Path, user: Any, k: int = 10, model: str = "neumf",
     rec_name = NAMES.get(model, model)
     out = [f"top-{k} for user {user} ({rec_name}; items already rated excluded)"
            if filter_seen else f"top-{k} for user {user} ({rec_name})"]
+    if len(rows) < k:
+        out[0] += f": only {len(rows)} items left to recommend"
     for r in rows:
         title = r.get("title")
         label = f"{title} ({r['year']})" if title and r.get("year") else (title or "")
@@ -152,18 +169,33 @@ def evaluate_run(run_dir: Path, data: str | None = None, fmt: str | None = None,
     from ncf.sources import resolve_training_data
 
     cfg = read_json(Path(run_dir) / "config.json")
-    source = data or cfg.get("data", {}).get("path")
+    prov = cfg.get("data") if isinstance(cfg, dict) else None
+    if not isinstance(prov, dict):
+        raise NcfError(f"{Path(run_dir) / 'config.json'}: not the configuration of a run "
+                       "(no 'data' section)")
+    names = run_models(Path(run_dir))
+    if not names:
+        raise NcfError(f"{run_dir}: no trained model in this run (models/ is empty)")
+    source = data or prov.get("path")
     if source is None:
         raise NcfError(f"{run_dir}: the run records no data path; pass --data")
-    prov = cfg.get("data", {})
-    d = resolve_training_data(data=source, fmt=fmt or prov.get("format"),
-                              ratings=prov.get("ratings"), seed=prov.get("seed", 0))
+    own = data is None or str(Path(data).resolve()) == str(prov.get("path"))
+    # the run's own data are read as they were; other data are detected afresh
+    d = resolve_training_data(data=source, fmt=fmt or (prov.get("format") if own else None),
+                              ratings=prov.get("ratings") if own else None,
+                              seed=prov.get("seed", 0))
+    train = d.split.train
     out: dict[str, Any] = {}
-    for path in sorted((Path(run_dir) / "models").glob("*.npz")):
-        rec = load_model(Path(run_dir), path.stem)
-        if (rec.n_users, rec.n_items) != (d.split.train.n_users, d.split.train.n_items):
-            raise NcfError(f"{source}: {d.split.train.n_users} users x {d.split.train.n_items} "
+    for name in names:
+        rec = load_model(Path(run_dir), name)
+        if (rec.n_users, rec.n_items) != (train.n_users, train.n_items):
+            raise NcfError(f"{source}: {train.n_users} users x {train.n_items} "
                            f"items, but the model has {rec.n_users} x {rec.n_items}")
-        out[path.stem] = test_metrics(rec.model, d.split, full_users=full_users)
+        for what, mine, theirs in (("user", rec.user_raw, train.user_raw),
+                                   ("item", rec.item_raw, train.item_raw)):
+            if mine is not None and not np.array_equal(np.asarray(mine), np.asarray(theirs)):
+                raise NcfError(f"{source}: its {what} ids differ from those the model was "
+                               "trained on (other data of the same size?)")
+        out[name] = test_metrics(rec.model, d.split, full_users=full_users)
     return out
 

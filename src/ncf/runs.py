@@ -20,6 +20,7 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import datetime, timezone
@@ -131,5 +132,11 @@ def load_catalog(path: str | Path) -> dict[str, np.ndarray] | None:
     path = Path(path)
     if not path.exists():
         return None
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            catalog = {k: z[k] for k in z.files}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        raise NcfError(f"{path}: unreadable catalog ({type(exc).__name__})") from None
+    if not {"item_raw", "titles", "years"} <= catalog.keys():
+        raise NcfError(f"{path}: not a catalog of ncf (item_raw, titles, years)")
+    return catalog

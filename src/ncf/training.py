@@ -84,6 +84,15 @@ class TrainConfig:
             raise NcfError(f"unknown optimizer {self.optimizer!r} (choose adam or sgd)")
         if self.epochs < 1 or self.batch_size < 1 or self.n_negatives < 1:
             raise NcfError("epochs, batch_size and n_negatives must be positive")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise NcfError(f"the learning rate must be a positive number, got {self.lr}")
+        if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
+            raise NcfError(f"momentum must lie in [0, 1), got {self.momentum}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise NcfError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.early_stopping is not None and self.early_stopping < 1:
+            raise NcfError(f"early_stopping must be >= 1 epoch (or None), got "
+                           f"{self.early_stopping}")
 
 
 @dataclass(frozen=True, eq=False)

@@ -91,6 +91,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         print(f"ncf: error: {name}{exc.strerror or exc}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as exc:
+        # numpy's MemoryError, torch's allocator RuntimeError; any other RuntimeError is a bug
+        if not isinstance(exc, MemoryError) and "can't allocate memory" not in str(exc):
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"ncf: error: not enough memory ({first}): use smaller data or options "
+              "(--batch-size, --negatives, --factors)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("ncf: interrupted", file=sys.stderr)
         return 130

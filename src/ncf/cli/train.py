@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ncf.cli import seed_arg
+from ncf.cli import non_negative_int, positive_int, seed_arg
 from ncf.errors import NcfError
 
 DEFAULT_SYNTH_RATINGS = 1_000_000
@@ -34,7 +35,7 @@ def register(sub: Any) -> None:
                    help="dropout of the MLP's concatenated embeddings while training "
                    "(MLP and NeuMF; 0: the paper's model)")
     p.add_argument("--epochs", type=int, default=20, help="maximum epochs of every stage")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=None,
                    help="samples per step (default: 256, the paper's, while an epoch has at most "
                    "~2,000 steps; larger data get the power of two that keeps it near 2,000)")
     p.add_argument("--lr", type=float, default=0.001, help="Adam learning rate of GMF and MLP")
@@ -46,16 +47,16 @@ def register(sub: Any) -> None:
                    "pre-training), the paper's plain SGD, or Adam (default without)")
     p.add_argument("--finetune-lr", type=float, help="learning rate of the NeuMF stage")
     p.add_argument("--alpha", type=float, default=0.5, help="GMF weight in the fused output")
-    p.add_argument("--early-stopping", type=int, default=8,
+    p.add_argument("--early-stopping", type=positive_int, default=8,
                    help="stop a stage after N epochs without better validation HR@10")
     p.add_argument("--refit", action=argparse.BooleanOptionalAction, default=False,
                    help="after choosing epochs on validation, retrain every stage on train + "
                    "validation for those epochs (doubles training time)")
-    p.add_argument("--full-ranking-users", type=int, default=10_000,
+    p.add_argument("--full-ranking-users", type=non_negative_int, default=10_000,
                    help="users sampled for full-ranking metrics (0: all)")
     p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch threads (default: 1 for small batches, else all cores but one)")
     p.add_argument("--user", help="raw user id whose top-10 is printed at the end")
     p.add_argument("--quiet", action="store_true", help="no progress, no per-epoch lines")
@@ -65,14 +66,15 @@ def register(sub: Any) -> None:
     e.add_argument("run_dir")
     e.add_argument("--data", help="data to score on (default: the run's own split)")
     e.add_argument("--format")
-    e.add_argument("--full-ranking-users", type=int, default=10_000)
+    e.add_argument("--full-ranking-users", type=non_negative_int, default=10_000,
+                   help="users sampled for full-ranking metrics (0: all)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(run=cmd_evaluate)
 
     r = sub.add_parser("recommend", help="top-K items for a user from a trained run")
     r.add_argument("run_dir")
     r.add_argument("--user", required=True, help="raw user id, as in the data files")
-    r.add_argument("-k", type=int, default=10)
+    r.add_argument("-k", type=positive_int, default=10)
     r.add_argument("--model", default="neumf", help="gmf, mlp or neumf")
     r.add_argument("--include-seen", action="store_true", help="keep items the user rated")
     r.add_argument("--json", action="store_true")
@@ -171,7 +173,8 @@ def _pipeline_config(args: argparse.Namespace, batch_size: int) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ncf.pipeline import PipelineConfig
+    from ncf.interactions import lookup_raw
+    from ncf.pipeline import PipelineConfig, StageResult, run_pipeline
     from ncf.report import (
         all_interactions,
         finish_run,
@@ -197,20 +200,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     split = data.split
     batch_size = args.batch_size or auto_batch_size(len(split.train), args.negatives)
     config, preset = _pipeline_config(args, batch_size)
+    if args.user is not None:
+        lookup_raw(split.train.user_raw, args.user, "user")  # known before hours of training
     threads = set_threads(args.threads, batch_size)
     run_dir = new_run_dir(run_dir)
     say(f"data: {data.description}")
     say(f"      {split.train.n_users:,} users, {split.train.n_items:,} items, "
         f"{len(split.train):,} train / {len(split.test):,} test interactions "
         f"({time.perf_counter() - t0:.1f}s); batch {batch_size}, {threads} torch thread(s)")
-    from ncf.pipeline import run_pipeline
 
     progress = _Progress(args.quiet, args.epochs)
-    start_run(run_dir, config, data, extra={"finetune": preset, "threads": threads,
-                                            "argv": sys.argv[1:]})
-    seen = all_interactions(split)
-    results = run_pipeline(split, config, on_epoch=progress.line, progress=progress.bar,
-                           device=args.device, on_result=lambda r: save_stage(run_dir, r, seen))
+    saved: list[str] = []
+
+    def save(result: StageResult) -> None:
+        save_stage(run_dir, result, seen)
+        saved.append(result.name)
+
+    try:
+        start_run(run_dir, config, data, extra={"finetune": preset, "threads": threads,
+                                                "argv": sys.argv[1:]})
+        seen = all_interactions(split)
+        results = run_pipeline(split, config, on_epoch=progress.line, progress=progress.bar,
+                               device=args.device, on_result=save)
+    except BaseException:
+        if not saved:  # nothing worth keeping: the same --out can be used again
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     finish_run(run_dir, results)
     print_table(results)
     user = args.user
