@@ -275,7 +275,8 @@ def sample_candidates(
         name = users[i] if user_raw is None else user_raw[users[i]]
         raise NcfError(
             f"user {name} has only {allowed[i]} of the {n_items} items unseen, too few for "
-            f"{n} evaluation candidates: ask for fewer (--negatives) or keep more items")
+            f"{n} evaluation candidates: keep more items, or prepare the data with fewer "
+            "candidates (ncf data prepare --negatives)")
     width = _draw_width(n, allowed, n_items)
     step = max(1, _CHUNK // width)
     for start in range(0, len(users), step):
