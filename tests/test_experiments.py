@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from planted import planted_split
 
 import ncf.experiments.cells as cells_mod
@@ -230,3 +231,103 @@ def test_names_and_errors(tiny: TrainingData, tmp_path: Path) -> None:
         run_experiment("nope", tiny, ExperimentOptions(), tmp_path)
     with pytest.raises(NcfError, match="even"):
         run_experiment("factors", tiny, ExperimentOptions(factors=(7,)), tmp_path)
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--threads", "0", "expected an integer >= 1"),
+    ("--threads", "-1", "expected an integer >= 1"),
+    ("--epochs", "0", "expected an integer >= 1"),
+    ("--batch-size", "0", "expected an integer >= 1"),
+    ("--full-ranking-users", "-1", "expected an integer >= 0"),
+    ("--seeds", "0,,1", "expected comma-separated integers with no empty item"),
+    ("--factors", "8,,16", "expected comma-separated integers with no empty item"),
+    ("--models", ",", "expected comma-separated model names with no empty item"),
+    ("--models", "gmf,", "expected comma-separated model names with no empty item"),
+])
+def test_bad_option_values_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                        flag: str, value: str, message: str) -> None:
+    out = tmp_path / "report"
+    with pytest.raises(SystemExit) as stop:
+        main(["experiment", "negatives", "--data", str(tmp_path / "missing.csv"),
+              "--out", str(out), flag, value])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1, err
+    assert f"argument {flag}: {message}" in err and not out.exists()
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--device", "gpu", "--device gpu: not a device ncf trains on"),
+    ("--device", "meta", "--device meta: not a device ncf trains on"),
+    pytest.param("--device", "cuda", "--device cuda: no CUDA device",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
+    ("--models", "gmf,nope", "unknown model(s) nope"),
+    ("--factors", "7", "even numbers >= 2"),
+])
+def test_bad_options_fail_before_any_data_is_read(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str],
+                                                  flag: str, value: str, message: str) -> None:
+    out = tmp_path / "report"
+    argv = ["experiment", "negatives", "--data", str(tmp_path / "missing.csv"),
+            "--out", str(out), flag, value]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not out.exists()
+
+
+def test_out_must_be_empty_or_a_report_of_the_same_study(
+    tiny: TrainingData, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    opts = ExperimentOptions(seeds=(0,), epochs=1, factors=(8,), models=("itempop",))
+    report = tmp_path / "report"
+    run_experiment("factors", tiny, opts, report, plots=False)
+    run = tmp_path / "run"  # what `ncf train` leaves
+    (run / "models").mkdir(parents=True)
+    (run / "config.json").write_text('{"pipeline": {"factors": 8}}\n')
+    (run / "metrics.json").write_text("{}\n")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine\n")
+
+    def files() -> dict[Path, bytes]:
+        return {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+
+    before = files()
+    for out, study, message in [
+        (report, "negatives", "holds the report of the 'factors' experiment, not 'negatives'"),
+        (run, "factors", "folder is not empty and holds no report of the 'factors' experiment"),
+        (other, "factors", "folder is not empty and holds no report of the 'factors' experiment"),
+    ]:
+        with pytest.raises(NcfError, match=message):
+            run_experiment(study, tiny, opts, out, plots=False)
+        # the command line refuses it before reading the (here missing) data
+        argv = ["experiment", study, "--data", str(tmp_path / "missing.csv"), "--out", str(out)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"--out {out}: {message}" in err and err.count("\n") == 1, err
+    assert files() == before
+    # the same study resumes with its cells; an empty folder gets a fresh report
+    assert run_experiment("factors", tiny, opts, report, plots=False).stats.computed == []
+    (tmp_path / "empty").mkdir()
+    run_experiment("factors", tiny, opts, tmp_path / "empty", plots=False)
+    assert (tmp_path / "empty" / "report.md").exists()
+
+
+def test_out_and_cells_must_be_folders(tiny: TrainingData, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x\n")
+    out = tmp_path / "report"
+    for flag, path, message in [("--cells", afile, "exists and is not a folder"),
+                                ("--cells", afile / "cells", f"{afile} is not a folder"),
+                                ("--out", afile, "exists and is not a folder")]:
+        argv = ["experiment", "factors", "--data", str(tmp_path / "missing.csv"),
+                "--out", str(out), flag, str(path)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{flag} {path}: {message}" in err and err.count("\n") == 1, err
+        assert not out.exists() and afile.read_text() == "x\n"
+    with pytest.raises(NcfError, match="--cells .*: exists and is not a folder"):
+        run_experiment("factors", tiny, ExperimentOptions(seeds=(0,), models=("itempop",)), out,
+                       cells_dir=afile)
+    assert not out.exists()

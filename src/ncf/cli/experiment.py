@@ -6,22 +6,27 @@ import argparse
 import time
 from typing import Any
 
-from ncf.cli import seed_arg
-from ncf.errors import NcfError
+from ncf.cli import non_negative_int, positive_int, seed_arg
 
 DEFAULT_EPOCHS = 10
 QUICK_EPOCHS = 2
 
 
+def _items(text: str, what: str) -> list[str]:
+    """The items of a comma-separated list; an empty one (``8,,16``, ``,``) is refused."""
+    items = [x.strip() for x in text.split(",")]
+    if not all(items):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated {what} with no empty item, got {text!r}")
+    return items
+
+
 def _ints(text: str) -> tuple[int, ...]:
     try:
-        values = tuple(int(x) for x in text.split(",") if x.strip())
+        return tuple(int(x) for x in _items(text, "integers"))
     except ValueError:
         msg = f"expected comma-separated integers, got {text!r}"
         raise argparse.ArgumentTypeError(msg) from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return values
 
 
 def _seeds(text: str) -> tuple[int, ...]:
@@ -29,7 +34,7 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 
 def _names(text: str) -> tuple[str, ...]:
-    return tuple(x.strip().lower() for x in text.split(",") if x.strip())
+    return tuple(x.lower() for x in _items(text, "model names"))
 
 
 def register(sub: Any) -> None:
@@ -56,7 +61,7 @@ def register(sub: Any) -> None:
     p.add_argument("--cells", help="folder of cell results (default: OUT/cells); share it "
                    "between experiments to reuse common cells")
     p.add_argument("--seeds", type=_seeds, default=(0, 1, 2), help="model seeds, e.g. 0,1,2")
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--epochs", type=positive_int, default=None,
                    help=f"maximum epochs per NCF stage (default {DEFAULT_EPOCHS}, "
                    f"{QUICK_EPOCHS} with --quick; the full pipeline uses 20)")
     p.add_argument("--factors", type=_ints, default=None,
@@ -65,40 +70,52 @@ def register(sub: Any) -> None:
                    help=f"models to run, comma-separated, from: {', '.join(ALL_MODELS)}")
     p.add_argument("--quick", action="store_true", help="smoke run: one seed, one factor "
                    "size, two points per sweep and grid, fast baselines only")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--full-ranking-users", type=int, default=10_000,
+    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--full-ranking-users", type=non_negative_int, default=10_000,
                    help="users sampled for full-ranking metrics (0: all)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 "
+    p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: 1 "
                    "for small batches)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(run=cmd_experiment)
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from ncf.cli.train import set_threads
-    from ncf.experiments.run import ExperimentOptions, data_name, run_experiment
+    from ncf.cli.train import check_device, set_threads
+    from ncf.experiments.presets import preset_factors, preset_models
+    from ncf.experiments.run import (
+        PRESETS,
+        ExperimentOptions,
+        check_cells_folder,
+        check_report_folder,
+        data_name,
+        run_experiment,
+    )
     from ncf.sources import resolve_training_data
 
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     epochs = args.epochs if args.epochs is not None else (
         QUICK_EPOCHS if args.quick else DEFAULT_EPOCHS)
     seeds = args.seeds[:1] if args.quick else args.seeds
-    if args.batch_size < 1:
-        raise NcfError(f"--batch-size must be positive, got {args.batch_size}")
     options = ExperimentOptions(
         seeds=tuple(seeds), epochs=epochs, factors=args.factors, models=args.models,
         quick=args.quick, batch_size=args.batch_size,
         full_ranking_users=args.full_ranking_users or None, device=args.device,
     )
+    # options and folders are checked before any data is read or anything is written
+    preset_models(PRESETS[args.name], options)
+    preset_factors(PRESETS[args.name], options)
+    check_device(args.device)
+    name = data_name(args.data, args.dataset)
+    out = args.out or f"reports/{args.name}-{name}"
+    check_report_folder(out, args.name)
+    check_cells_folder(args.cells)
     threads = set_threads(args.threads, args.batch_size)
     t0 = time.perf_counter()
     data = resolve_training_data(
         data=args.data, dataset=args.dataset, fmt=args.format, ratings=args.ratings,
         synth_ratings=args.synth_ratings, seed=args.data_seed, say=say,
     )
-    name = data_name(args.data, args.dataset)
-    out = args.out or f"reports/{args.name}-{name}"
     say(f"data: {data.description} ({time.perf_counter() - t0:.1f}s); "
         f"{threads} torch thread(s); report folder {out}")
     outcome = run_experiment(args.name, data, options, out, cells_dir=args.cells,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Callable
@@ -39,8 +40,8 @@ from ncf.experiments.tables import (
 )
 from ncf.runs import atomic_write, write_json
 
-__all__ = ["PRESETS", "ExperimentOptions", "ExperimentOutcome", "Preset", "data_name",
-           "run_experiment"]
+__all__ = ["PRESETS", "ExperimentOptions", "ExperimentOutcome", "Preset", "check_cells_folder",
+           "check_report_folder", "data_name", "run_experiment"]
 
 #: File stems that say nothing about the data set: the folder's name is used instead.
 _GENERIC = {"u", "ratings", "data", "train", "combined_data_1", "training_set", "interactions"}
@@ -58,6 +59,59 @@ def data_name(path: str | None, dataset: str | None = None) -> str:
         if name.lower() in _GENERIC and p.suffix:
             name = p.resolve().parent.name
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "data"
+
+
+def _check_folder(path: Path, option: str) -> None:
+    """A folder that exists or can be created: one clear line otherwise."""
+    if path.exists() and not path.is_dir():
+        raise NcfError(f"{option} {path}: exists and is not a folder")
+    parent = path.absolute()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise NcfError(f"{option} {path}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise NcfError(f"{option} {path}: {parent} is not writable")
+
+
+def _report_study(out: Path) -> str | None:
+    """The study whose report ``out`` holds (its config.json says so), else ``None``."""
+    try:
+        config = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    study = config.get("experiment") if isinstance(config, dict) else None
+    return study if isinstance(study, str) and "cells" in config else None
+
+
+def check_report_folder(out: str | Path, name: str) -> None:
+    """Refuse a report folder that would overwrite something else, before anything is read.
+
+    Accepted: a missing or empty folder, or the report folder of the same study (resumed).
+    Anything else (a file, a ``ncf train`` run, another study's report, other files) is
+    refused, so that no file of it is replaced or left beside a report it does not belong to.
+    """
+    out = Path(out)
+    _check_folder(out, "--out")
+    if not out.is_dir():
+        return
+    # leftovers of an interrupted atomic write are no reason to refuse the folder
+    if not any(not (p.name.startswith(".") and p.name.endswith(".tmp")) for p in out.iterdir()):
+        return
+    study = _report_study(out)
+    if study == name:
+        return
+    if study is not None:
+        raise NcfError(f"--out {out}: holds the report of the {study!r} experiment, not "
+                       f"{name!r}; not overwriting it (choose another --out)")
+    raise NcfError(f"--out {out}: folder is not empty and holds no report of the {name!r} "
+                   "experiment; not overwriting it (choose another --out)")
+
+
+def check_cells_folder(cells_dir: str | Path | None) -> None:
+    """Refuse a cells folder that cannot be one (a file, or below a file)."""
+    if cells_dir is not None:
+        _check_folder(Path(cells_dir), "--cells")
 
 
 @dataclass
@@ -85,7 +139,8 @@ def run_experiment(
         name: a key of :data:`PRESETS`.
         data: the training data (its ``split`` must hold validation items and candidates).
         options: seeds, epochs, restrictions.
-        out: the report folder (created; existing results in it are reused).
+        out: the report folder (created; existing results in it are reused). It must be
+            missing, empty or a report folder of the same study.
         cells_dir: where cell results live (default ``out/cells``); share it between presets
             to reuse cells they have in common.
         data_title: the data set's name in the report.
@@ -93,10 +148,13 @@ def run_experiment(
         plots: draw the PNG plots (existing ones are left as they are otherwise).
 
     Raises:
-        NcfError: unknown preset or model, bad factors, or a split without validation.
+        NcfError: unknown preset or model, bad factors, a split without validation, or an
+            ``out`` or ``cells_dir`` that is not a folder or holds something else.
     """
     if name not in PRESETS:
         raise NcfError(f"unknown experiment {name!r} (choose from {', '.join(PRESETS)})")
+    check_report_folder(out, name)
+    check_cells_folder(cells_dir)
     preset = PRESETS[name]
     t0 = time.perf_counter()
     split = data.split
@@ -107,18 +165,20 @@ def run_experiment(
     cells = build_cells(preset, options, fingerprint)
     models = preset_models(preset, options)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    store = CellStore(cells_dir if cells_dir is not None else out / "cells")
+    cells_folder = Path(cells_dir) if cells_dir is not None else out / "cells"
     data_info = {"description": getattr(data, "description", ""), "fingerprint": fingerprint,
                  "users": split.train.n_users, "items": split.train.n_items,
                  "train": len(split.train), "validation": len(split.validation),
                  "test": len(split.test), "provenance": getattr(data, "provenance", {})}
+    # config.json first: from then on the folder is recognised as this study's report
+    out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", {
         "experiment": name, "title": preset.title, "options": asdict(options),
-        "models": list(models), "data": data_info, "cells_dir": str(store.folder),
+        "models": list(models), "data": data_info, "cells_dir": str(cells_folder),
         "cells": [{"model": c.model, "setting": c.setting, "seed": c.seed, "key": c.key,
                    "file": c.filename, "config": c.config} for c in cells],
     })
+    store = CellStore(cells_folder)
     n_unique = len({c.key for c in cells})
     say(f"{name}: {len(cells)} cells ({n_unique} distinct configurations), "
         f"{len(models)} models, seeds {', '.join(map(str, options.seeds))}, "
