@@ -127,9 +127,11 @@ def test_missing_input_and_bad_output(tmp_path: Path, capsys, synth_dir: Path) -
 
 
 def test_option_errors_are_one_line(capsys) -> None:  # type: ignore[no-untyped-def]
-    for args, message in [(["data", "synth", "--seed", "-1"], "a seed is an integer"),
-                          (["train", "--seed", "x"], "a seed is an integer"),
-                          (["experiment", "factors", "--seeds", "0,-1"], "a seed is an integer"),
+    seed = "expected a seed, an integer in 0..4294967295"
+    for args, message in [(["data", "synth", "--seed", "-1"], seed),
+                          (["train", "--seed", "x"], seed),
+                          (["experiment", "factors", "--seeds", "0,-1"], seed),
+                          (["train", "--threads", "0"], "expected an integer >= 1"),
                           (["data", "prepare"], "required")]:
         with pytest.raises(SystemExit) as stop:
             main(args)

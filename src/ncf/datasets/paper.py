@@ -226,6 +226,14 @@ def _member(ordered: np.ndarray, query: np.ndarray) -> np.ndarray:
     return ordered[np.minimum(np.searchsorted(ordered, query), len(ordered) - 1)] == query
 
 
+def _repeat_error(path: Path, rep: tuple[int, int], message: str,
+                  rows: tuple[np.ndarray, ...]) -> DataError:
+    """The error for row ``rep[1]`` repeating row ``rep[0]`` of ``path`` (user, item rows)."""
+    earlier, later = rep
+    text = message.format(u=rows[0][later], i=rows[1][later], l=locate_row(path, earlier))
+    return DataError(text, path=path, line=locate_row(path, later))
+
+
 def _check_split(
     paths: tuple[Path, Path, Path],
     train: tuple[np.ndarray, ...],
@@ -245,22 +253,12 @@ def _check_split(
     train_path, test_path, negative_path = paths
     train_keys, rep = _sorted_once(train[0] * n_items + train[1])
     if rep is not None:
-        earlier, later = rep
-        raise DataError(
-            f"user {train[0][later]} item {train[1][later]} appears twice "
-            f"(also line {locate_row(train_path, earlier)})",
-            path=train_path,
-            line=locate_row(train_path, later),
-        )
+        raise _repeat_error(train_path, rep, "user {u} item {i} appears twice (also line {l})",
+                            train)
     _, rep = _sorted_once(test[0])
     if rep is not None:
-        earlier, later = rep
-        raise DataError(
-            f"a second test row for user {test[0][later]} "
-            f"(also line {locate_row(test_path, earlier)}): the format has one per user",
-            path=test_path,
-            line=locate_row(test_path, later),
-        )
+        raise _repeat_error(test_path, rep, "a second test row for user {u} (also line {l}): "
+                            "the format has one per user", test)
     in_train = np.zeros(n_users, dtype=bool)
     in_train[train[0]] = True
     for bad, message in (
