@@ -239,10 +239,12 @@ def test_names_and_errors(tiny: TrainingData, tmp_path: Path) -> None:
     ("--epochs", "0", "expected an integer >= 1"),
     ("--batch-size", "0", "expected an integer >= 1"),
     ("--full-ranking-users", "-1", "expected an integer >= 0"),
-    ("--seeds", "0,,1", "expected comma-separated integers with no empty item"),
-    ("--factors", "8,,16", "expected comma-separated integers with no empty item"),
-    ("--models", ",", "expected comma-separated model names with no empty item"),
-    ("--models", "gmf,", "expected comma-separated model names with no empty item"),
+    ("--seeds", "0,,1", "expected comma-separated integers, each once and none empty"),
+    ("--seeds", "0,00", "expected comma-separated integers, each once and none empty"),
+    ("--factors", "8,,16", "expected comma-separated integers, each once and none empty"),
+    ("--models", ",", "expected comma-separated model names, each once and none empty"),
+    ("--models", "gmf,", "expected comma-separated model names, each once and none empty"),
+    ("--models", "gmf,GMF", "expected comma-separated model names, each once and none empty"),
 ])
 def test_bad_option_values_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                         flag: str, value: str, message: str) -> None:

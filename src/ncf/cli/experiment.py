@@ -4,29 +4,38 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ncf.cli import non_negative_int, positive_int, seed_arg
+
+T = TypeVar("T")
 
 DEFAULT_EPOCHS = 10
 QUICK_EPOCHS = 2
 
 
-def _items(text: str, what: str) -> list[str]:
-    """The items of a comma-separated list; an empty one (``8,,16``, ``,``) is refused."""
-    items = [x.strip() for x in text.split(",")]
-    if not all(items):
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated {what} with no empty item, got {text!r}")
+def _items(text: str, what: str, parse: Callable[[str], T]) -> tuple[T, ...]:
+    """The parsed items of a comma-separated list; an empty (``8,,16``), unreadable or
+    repeated (``0,0``) item is refused."""
+    problem = f"expected comma-separated {what}, each once and none empty, got {text!r}"
+    try:
+        items = tuple(parse(x.strip()) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(problem) from None
+    if len(set(items)) < len(items):
+        raise argparse.ArgumentTypeError(problem)
     return items
 
 
+def _word(text: str) -> str:
+    if not text:
+        raise ValueError("empty")
+    return text.lower()
+
+
 def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in _items(text, "integers"))
-    except ValueError:
-        msg = f"expected comma-separated integers, got {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
+    return _items(text, "integers", int)
 
 
 def _seeds(text: str) -> tuple[int, ...]:
@@ -34,7 +43,7 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 
 def _names(text: str) -> tuple[str, ...]:
-    return tuple(x.lower() for x in _items(text, "model names"))
+    return _items(text, "model names", _word)
 
 
 def register(sub: Any) -> None:
