@@ -123,13 +123,20 @@ def test_missing_file_of_the_set(tmp_path: Path) -> None:
 def test_same_pair_in_two_files(tmp_path: Path) -> None:
     data = _write(tmp_path / "d", {1: "1:\n6,3,2005-01-02\n7,3,2005-01-02\n",
                                    2: "2:\n6,3,2005-01-02\n1:\n7,5,2005-03-04\n"})
-    with pytest.raises(DataError, match=r"customer 7 rated movie 1 in combined_data_1\.txt and "
-                                        r"combined_data_2\.txt"):
+    where = (r"combined_data_2\.txt, line 4: customer 7 rated movie 1 twice: the Prize data "
+             r"hold each pair once \(also combined_data_1\.txt, line 3\)")
+    with pytest.raises(DataError, match=where):
         prepare_netflix(data, tmp_path / "p")
     assert sorted(os.listdir(tmp_path)) == ["d"]
     # the in-memory path (taken with a k-core) refuses it too, instead of keeping one
-    with pytest.raises(DataError, match=r"customer 7 rated movie 1 twice"):
+    with pytest.raises(DataError, match=where):
         prepare_split(data, min_user_ratings=1)
+    # within one file, movie 11's header does not pass for movie 1's
+    one = _write(tmp_path / "one", {1: "11:\n7,3,2005-01-02\n1:\n6,3,2005-01-02\n"
+                                       "7,4,2005-01-02\n6,5,2005-01-03\n"})
+    with pytest.raises(DataError, match=r"combined_data_1\.txt, line 6: customer 6 rated movie "
+                                        r"1 twice.*\(also line 4\)"):
+        prepare_netflix(one, tmp_path / "p")
 
 
 def test_disk_full_leaves_no_folder(synth: Path, tmp_path: Path, monkeypatch) -> None:

@@ -24,7 +24,7 @@ from ncf import storage
 from ncf.datasets import Catalog, load, read_netflix_probe, read_titles
 from ncf.datasets._common import SECONDS_PER_DAY
 from ncf.datasets.loader import _find_titles
-from ncf.datasets.netflix import NetflixColumns, read_netflix_columns
+from ncf.datasets.netflix import NetflixColumns, rating_lines, read_netflix_columns
 from ncf.errors import DataError, NcfError
 from ncf.interactions import Interactions
 from ncf.prepare import compact, deduplicate, kcore, parse_count, subsample, to_implicit
@@ -111,7 +111,7 @@ def prepare_split(
     else:
         x = to_implicit(data.interactions, threshold)
         if data.format in ("netflix", "netflix-mv"):  # as prepare_netflix: no pair repeats
-            _refuse_repeated_pairs(x, path)
+            _refuse_repeated_pairs(x, path, list(data.sources))
         x = deduplicate(x)
         options["sizes"]["positives"] = _size(x)
         if ratings is not None:
@@ -131,14 +131,13 @@ def prepare_split(
     return split, data.catalog, options
 
 
-def _refuse_repeated_pairs(x: Interactions, path: str | Path) -> None:
+def _refuse_repeated_pairs(x: Interactions, path: str | Path, sources: list[str]) -> None:
     keys = x.user_ids.astype(np.int64) * x.n_items + x.item_ids
     s = np.sort(keys)
     same = np.flatnonzero(s[1:] == s[:-1])
     if same.size:
         u, i = divmod(int(s[same[0]]), x.n_items)
-        raise DataError(f"customer {x.user_raw[u]} rated movie {x.item_raw[i]} twice: the "
-                        "Prize data hold each pair once", path=path)
+        raise _repeated_pair_error(sources, x.user_raw[u], x.item_raw[i], path)
 
 
 def load_split(path: str | Path, **options: Any) -> tuple[Split, Catalog | None, dict[str, Any]]:
@@ -172,15 +171,24 @@ def _row_slices(n: int) -> list[slice]:
     return [slice(a, min(a + _ROWS, n)) for a in range(0, n, _ROWS)]
 
 
+def _repeated_pair_error(sources: list[str] | list[Path], customer: Any, movie: Any,
+                         folder: str | Path) -> DataError:
+    """Name the file and line of a repeated (customer, movie) pair, and where it came first."""
+    at = rating_lines(sources, int(movie), int(customer))
+    message = f"customer {customer} rated movie {movie} twice: the Prize data hold each pair once"
+    if len(at) < 2:  # inside an archive: no line to name
+        return DataError(message, path=folder)
+    (first, first_line), (path, line) = at[0], at[1]
+    also = f"line {first_line}" if first == path else f"{first.name}, line {first_line}"
+    return DataError(f"{message} (also {also})", path=path, line=line)
+
+
 def _duplicate_error(c: NetflixColumns, key: int, n_items: int) -> DataError:
-    """Name the files of the first repeated (customer, movie) pair."""
+    """Name the file and line of the first repeated (customer, movie) pair."""
     u, i = divmod(key, n_items)
     rows = np.flatnonzero((c.users == u) & (c.items == i))
-    names = [Path(c.source_of(int(r))).name for r in rows[:2]]
-    where = f"in {names[0]} twice" if names[0] == names[-1] else f"in {names[0]} and {names[1]}"
-    return DataError(f"customer {c.user_raw[u]} rated movie {c.item_raw[i]} {where}: "
-                     "the Prize data hold each pair once",
-                     path=Path(c.source_of(int(rows[0]))).parent)
+    return _repeated_pair_error(list(c.sources), c.user_raw[u], c.item_raw[i],
+                                Path(c.source_of(int(rows[0]))).parent)
 
 
 def _keep_rows(c: NetflixColumns, keep: np.ndarray) -> NetflixColumns:

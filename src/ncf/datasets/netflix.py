@@ -9,6 +9,7 @@ end (the tail ``,R,YYYY-MM-DD`` is 13 bytes), so memory stays bounded by the blo
 from __future__ import annotations
 
 import lzma
+import mmap
 import os
 import re
 import tarfile
@@ -494,6 +495,32 @@ def _chunks_with_sources(
             carry = last
         if len(chunk):
             yield chunk, name
+
+
+def rating_lines(sources: Iterable[str | Path], movie: int,
+                 customer: int) -> list[tuple[Path, int]]:
+    """Where ``customer`` rated ``movie`` in Kaggle-format files: ``(file, 1-based line)`` of
+    every such line, in file order. Error path only (a byte search through each file;
+    members of archives are not searched)."""
+    head, rating = f"{movie}:".encode(), f"\n{customer},".encode()
+    found: list[tuple[Path, int]] = []
+    for source in sources:
+        path = Path(source)
+        if not path.is_file() or path.stat().st_size == 0:
+            continue
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            pos = mm.find(head)
+            while pos >= 0:
+                after = mm[pos + len(head) : pos + len(head) + 1]
+                if (pos == 0 or mm[pos - 1] == 0x0A) and after in (b"\n", b"\r"):
+                    nxt = mm.find(b":", pos + len(head))  # the next movie's header line
+                    end = len(mm) if nxt < 0 else mm.rfind(b"\n", 0, nxt) + 1
+                    hit = mm.find(rating, pos, end)
+                    while hit >= 0:
+                        found.append((path, mm[: hit + 1].count(b"\n") + 1))
+                        hit = mm.find(rating, hit + 1, end)
+                pos = mm.find(head, pos + 1)
+    return found
 
 
 @dataclass(frozen=True, eq=False)
