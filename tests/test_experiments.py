@@ -333,3 +333,13 @@ def test_out_and_cells_must_be_folders(tiny: TrainingData, tmp_path: Path,
         run_experiment("factors", tiny, ExperimentOptions(seeds=(0,), models=("itempop",)), out,
                        cells_dir=afile)
     assert not out.exists()
+    # a folder of other files is no cells folder; one of cell results is (shared by studies)
+    opts = ExperimentOptions(seeds=(0,), models=("itempop", "neumf-scratch"), epochs=1)
+    with pytest.raises(NcfError, match=r"--cells .*: holds 'afile', which is no cell result"):
+        run_experiment("factors", tiny, opts, out, cells_dir=tmp_path)
+    cells = tmp_path / "cells"
+    run_experiment("factors", tiny, opts, out, cells_dir=cells, plots=False)
+    assert {p.name.rsplit("-", 1)[0] for p in cells.iterdir()} == {"itempop", "neumf-scratch"}
+    again = run_experiment("negatives", tiny, opts, tmp_path / "other", cells_dir=cells,
+                           plots=False)
+    assert again.stats.reused > 0

@@ -108,10 +108,22 @@ def check_report_folder(out: str | Path, name: str) -> None:
                    "experiment; not overwriting it (choose another --out)")
 
 
+#: The files of a cells folder: ``MODEL-HASH.json`` (and leftovers of atomic writes).
+_CELL_FILE = re.compile(r"[a-z0-9_-]+-[0-9a-f]{16}\.json|\..+\.tmp")
+
+
 def check_cells_folder(cells_dir: str | Path | None) -> None:
-    """Refuse a cells folder that cannot be one (a file, or below a file)."""
-    if cells_dir is not None:
-        _check_folder(Path(cells_dir), "--cells")
+    """Refuse a cells folder that cannot be one (a file, or below a file) or that holds
+    anything but cell results (they would be mixed with other files)."""
+    if cells_dir is None:
+        return
+    folder = Path(cells_dir)
+    _check_folder(folder, "--cells")
+    if folder.is_dir():
+        other = sorted(p.name for p in folder.iterdir() if not _CELL_FILE.fullmatch(p.name))
+        if other:
+            raise NcfError(f"--cells {folder}: holds {other[0]!r}, which is no cell result; "
+                           "choose a folder of cell results or a new one")
 
 
 @dataclass
