@@ -132,6 +132,8 @@ def test_option_errors_are_one_line(capsys) -> None:  # type: ignore[no-untyped-
                           (["train", "--seed", "x"], seed),
                           (["experiment", "factors", "--seeds", "0,-1"], seed),
                           (["train", "--threads", "0"], "expected an integer >= 1"),
+                          (["data", "prepare", "x", "--out", "y", "--threshold", "nan"],
+                           "expected a finite number"),
                           (["data", "prepare"], "required")]:
         with pytest.raises(SystemExit) as stop:
             main(args)

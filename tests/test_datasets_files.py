@@ -469,3 +469,30 @@ def test_load_ml100k_with_catalog(shared_data: Path) -> None:
     )
     assert ds.sources == [str(shared_data / "ml-100k" / "u.data")]
     assert ds.interactions.meta == {"format": "ml-100k", "sources": ds.sources}
+
+
+def test_pipes_devices_and_forced_formats(tmp_path: Path, shared_data: Path) -> None:
+    import os
+
+    fifo = tmp_path / "ratings.csv"
+    os.mkfifo(fifo)  # would be opened twice (detection, then reading): refused at once
+    with pytest.raises(DataError, match="not a regular file or folder"):
+        load(fifo)
+    with pytest.raises(DataError, match="holds ml-100k data, not ml-dat"):
+        load(shared_data / "ml-100k", "ml-dat")
+    table = load(shared_data / "ml-100k" / "u.data", "table", user_col=0, item_col=1,
+                 header=False)
+    assert len(table.interactions) == 100_000  # any delimited file may be read as a table
+
+
+def test_time_zones_all_or_none(tmp_path: Path) -> None:
+    zoned = tmp_path / "zoned.csv"
+    zoned.write_text("user,item,date\n1,1,2005-01-02T10:00:00+05:00\n2,2,2005-01-02T05:00:00Z\n")
+    x = load(zoned).interactions
+    assert x.timestamps is not None and len(set(x.timestamps.tolist())) == 1  # both 05:00 UTC
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("user,item,date\n1,1,2005-01-02T10:00:00\n2,2,2005-01-02T10:00:00+05:00\n")
+    with pytest.raises(DataError, match=r"line 3: timestamp .* has a time zone and others have "
+                                        r"none") as e:
+        load(mixed)
+    assert "\n" not in str(e.value)

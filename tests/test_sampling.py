@@ -120,6 +120,8 @@ def test_candidates_uniform_and_seeded():
 def test_candidates_too_few_items_raise():
     with pytest.raises(NcfError, match="user 0 has only 2 of the 5 items unseen, too few for 3"):
         sample_candidates(np.array([0]), np.array([0, 1, 2], dtype=np.int64), 5, n=3)
+    with pytest.raises(NcfError, match="too few for 99999999999999999999"):  # nothing allocated
+        sample_candidates(np.array([0]), np.array([0, 1, 2], dtype=np.int64), 5, n=10**20 - 1)
     with pytest.raises(NcfError, match="user u7 has only 2 of the 5 items unseen"):  # raw id
         sample_candidates(np.array([0]), np.array([0, 1, 2], dtype=np.int64), 5, n=3,
                           user_raw=np.array(["u7"]))

@@ -118,6 +118,19 @@ def test_training_rejects_empty_data() -> None:
         train(GMF(20, train_x.n_items), empty, val, TrainConfig(epochs=1))
 
 
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("lr", 0.0, "learning rate must be a positive number"),
+    ("lr", float("nan"), "learning rate must be a positive number"),
+    ("momentum", 1.0, "momentum must lie in"),
+    ("weight_decay", -1e-4, "weight_decay must be >= 0"),
+    ("early_stopping", 0, "early_stopping must be >= 1"),
+    ("n_negatives", 1001, "at most 1000 negatives"),
+])
+def test_config_values_are_checked(field: str, value: float, message: str) -> None:
+    with pytest.raises(NcfError, match=message):
+        TrainConfig(**{field: value})  # type: ignore[arg-type]
+
+
 def test_epoch_in_blocks_still_holds_every_positive_once() -> None:
     from ncf.training import iter_epoch
 

@@ -266,17 +266,17 @@ def sample_candidates(
         raise NcfError(f"n must be >= 0, got {n}")
     ks = _keyset(exclude_keys, n_items)
     rng = np.random.default_rng(seed)
-    out = np.empty((len(users), n), dtype=np.int32)
-    if not len(users) or n == 0:
-        return out
     allowed = n_items - ks.counts(users)
-    if (allowed < n).any():
+    if len(users) and (allowed < n).any():
         i = int(np.argmax(allowed < n))
         name = users[i] if user_raw is None else user_raw[users[i]]
         raise NcfError(
             f"user {name} has only {allowed[i]} of the {n_items} items unseen, too few for "
             f"{n} evaluation candidates: keep more items, or prepare the data with fewer "
             "candidates (ncf data prepare --negatives)")
+    out = np.empty((len(users), n), dtype=np.int32)
+    if not len(users) or n == 0:
+        return out
     width = _draw_width(n, allowed, n_items)
     step = max(1, _CHUNK // width)
     for start in range(0, len(users), step):

@@ -83,7 +83,8 @@ def resolve_training_data(
         options = {"fmt": fmt, "ratings": ratings, "seed": seed}
     split, catalog, meta = load_split(path, **options)
     if split.validation is None or split.validation_negatives is None:
-        raise NcfError(f"{path}: the split has no validation items (needed to select epochs)")
+        raise NcfError(f"{path}: the split has no validation items, which training needs to "
+                       "choose its epochs: prepare the data again without --no-validation")
     kind = "prepared split" if is_prepared(path) else f"{meta.get('format', 'detected')} data"
     provenance = {"path": str(path.resolve()), "format": meta.get("format", fmt),
                   "ratings": ratings, "seed": seed, "synthetic": synthetic,

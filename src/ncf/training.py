@@ -35,6 +35,10 @@ R = TypeVar("R")
 EPOCH_BLOCK = 4_000_000
 
 
+#: Sampled negatives per positive accepted (the paper studies 1 to 10).
+MAX_NEGATIVES = 1000
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Hyper-parameters of one training stage.
@@ -84,6 +88,9 @@ class TrainConfig:
             raise NcfError(f"unknown optimizer {self.optimizer!r} (choose adam or sgd)")
         if self.epochs < 1 or self.batch_size < 1 or self.n_negatives < 1:
             raise NcfError("epochs, batch_size and n_negatives must be positive")
+        if self.n_negatives > MAX_NEGATIVES:
+            raise NcfError(f"at most {MAX_NEGATIVES} negatives per positive, got "
+                           f"{self.n_negatives}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise NcfError(f"the learning rate must be a positive number, got {self.lr}")
         if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ncf.cli import seed_arg
+from ncf.cli import finite_float, seed_arg
 from ncf.interactions import Interactions
 
 QUANTILES = {"min": 0, "25%": 25, "50%": 50, "75%": 75, "90%": 90, "99%": 99, "max": 100}
@@ -38,7 +38,8 @@ def register(sub: Any) -> None:
     p.add_argument("--subsample", choices=["users", "head", "random"], default="users",
                    help="whole users at random, the first rows, or random rows")
     p.add_argument("--seed", type=seed_arg, default=0)
-    p.add_argument("--threshold", type=float, help="minimum rating of a positive (default: all)")
+    p.add_argument("--threshold", type=finite_float,
+                   help="minimum rating of a positive (default: all)")
     p.add_argument("--min-user-ratings", type=int, default=0, help="k-core: fewest per user")
     p.add_argument("--min-item-ratings", type=int, default=0, help="k-core: fewest per item")
     p.add_argument("--tie-break", choices=["random", "item_desc", "item_asc", "order"],
@@ -177,9 +178,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- prepare
 def _streamable(args: argparse.Namespace) -> bool:
     """Netflix Prize files without a k-core: prepared in bounded memory."""
-    from ncf.datasets import detect_format
+    from ncf.datasets.loader import resolve_format
 
-    fmt = args.format or detect_format(args.path)
+    fmt = resolve_format(args.path, args.format)
     return fmt in ("netflix", "netflix-mv") and not (args.min_user_ratings or
                                                      args.min_item_ratings)
 

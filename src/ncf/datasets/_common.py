@@ -22,10 +22,14 @@ _INVALID_VALUE = re.compile(r"invalid value '(.*)'")
 
 
 def existing(path: str | Path) -> Path:
-    """``path`` as a ``Path``; ``DataError`` naming it if it does not exist."""
+    """``path`` as a ``Path``; ``DataError`` naming it if it does not exist, or if it is
+    neither a folder nor a regular file (a pipe or a device is read several times)."""
     p = Path(path)
     if not p.exists():
         raise DataError("no such file or directory", path=p)
+    if not (p.is_dir() or p.is_file()):
+        raise DataError("not a regular file or folder (a pipe or device cannot be read "
+                        "twice): save it to a file first", path=p)
     return p
 
 

@@ -169,6 +169,24 @@ def _load_table(p: Path, options: dict[str, Any]) -> Interactions:
     return read_table(p, **options)
 
 
+def resolve_format(path: str | Path, fmt: str | None = None) -> str:
+    """The format to read ``path`` with: ``fmt`` if given and not contradicted by what the
+    path holds (any delimited file may be read as a ``table``), else the detected one."""
+    if fmt is None:
+        return detect_format(path)
+    if fmt not in FORMATS:
+        raise DataError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})", path=path)
+    if fmt != "table":
+        try:
+            found = detect_format(path)
+        except DataError:
+            found = fmt  # nothing to tell: the reader of the forced format decides
+        if found != fmt:
+            raise DataError(f"holds {found} data, not {fmt} (--format {found}, or leave "
+                            "--format out)", path=path)
+    return fmt
+
+
 def load(
     path: str | Path, fmt: str | None = None, *, require_train: bool = True, **options: Any
 ) -> Dataset:
@@ -189,9 +207,7 @@ def load(
     p = Path(path)
     if not _is_paper_prefix(p):
         existing(p)
-    fmt = fmt or detect_format(p)
-    if fmt not in FORMATS:
-        raise DataError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})", path=p)
+    fmt = resolve_format(p, fmt)
     split = None
     if fmt in ("netflix", "netflix-mv"):
         x = read_netflix(p, **options)
@@ -226,4 +242,4 @@ def _concat(a: Interactions, b: Interactions) -> Interactions:
     )
 
 
-__all__ = ["FORMATS", "Dataset", "detect_format", "load"]
+__all__ = ["FORMATS", "Dataset", "detect_format", "load", "resolve_format"]

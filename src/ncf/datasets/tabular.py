@@ -7,6 +7,7 @@ or a value is bad, a slow scan of the file finds the line to name in the ``DataE
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -254,7 +255,13 @@ def _ratings(col: Any, path: Path, header: bool) -> np.ndarray:
 def _iso_datetime(value: Any) -> np.datetime64:
     if value is None:
         raise ValueError("missing")
-    return np.datetime64(str(value))
+    text = str(value)
+    if _ZONED.search(text):
+        raise ValueError("a time zone")  # numpy would only warn, and drop it
+    return np.datetime64(text)
+
+
+_ZONED = re.compile(r"T.*(Z|[+-]\d\d:?\d\d)$")
 
 
 def _seconds(col: Any, path: Path, header: bool) -> np.ndarray:
@@ -276,11 +283,11 @@ def _seconds(col: Any, path: Path, header: bool) -> np.ndarray:
         return _seconds(col.cast(pa.timestamp("s", tz="UTC")), path, header)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         row = _first_failure(col, _iso_datetime)
-        raise DataError(
-            f"timestamp {col[row].as_py()!r} is neither integer seconds nor an ISO date",
-            path=path,
-            line=_line(path, row, header),
-        ) from None
+        value = col[row].as_py()
+        why = ("has a time zone and others have none: write all with one or none"
+               if _ZONED.search(str(value)) else "is neither integer seconds nor an ISO date")
+        raise DataError(f"timestamp {value!r} {why}", path=path,
+                        line=_line(path, row, header)) from None
 
 
 def read_table(
