@@ -108,6 +108,19 @@ def test_scalar_and_batch_predictions_agree(cls: type, kw: dict) -> None:
     torch.testing.assert_close(batch, single)
 
 
+@pytest.mark.parametrize(("cls", "kw"), [*MODELS, (MLP, {"factors": 4, "n_layers": 0}),
+                                         (NeuMF, {"factors": 4, "n_layers": 0})])
+def test_candidate_scores_equal_forward(cls: type, kw: dict) -> None:
+    # the factorised first layer (user half once per user, item half once per item) gives
+    # forward's logits for every (user, candidate) pair, dropout or not (eval mode)
+    torch.manual_seed(4)
+    model = cls(9, 11, **kw).eval()
+    users, items = torch.randint(0, 9, (6,)), torch.randint(0, 11, (6, 5))
+    with torch.no_grad():
+        expected = model(users.repeat_interleave(5), items.reshape(-1)).view(6, 5)
+    torch.testing.assert_close(model.score_candidates(users, items), expected)
+
+
 def test_build_model_round_trips_hyper_parameters() -> None:
     m = NeuMF(5, 7, factors=4, n_layers=2, share_embeddings=True)
     clone = build_model(m.kind, **m.hyper())

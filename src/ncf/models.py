@@ -85,6 +85,40 @@ def _input_dropout(
     return (x.mul_(mask) if inplace else x * mask), mask
 
 
+def _dot_candidates(user_part: torch.Tensor, item_table: torch.Tensor,
+                    items: torch.Tensor) -> torch.Tensor:
+    """``out[b, c] = user_part[b] . item_table[items[b, c]]``, shape ``(B, C)``."""
+    return torch.bmm(item_table[items], user_part.unsqueeze(-1)).squeeze(-1)
+
+
+@torch.no_grad()
+def _mlp_tables(mlp: MLP) -> dict[str, torch.Tensor]:
+    """The item half of the first layer for every item: ``W_i q``, ``(n_items, d_1)``."""
+    linears = _linears(mlp.tower)
+    if not linears:
+        return {}
+    half = mlp.user.embedding_dim
+    return {"mlp_items": mlp.item.weight @ linears[0].weight[:, half:].t()}
+
+
+def _tower_candidates(mlp: MLP, users: torch.Tensor, items: torch.Tensor,
+                      item_part: torch.Tensor) -> torch.Tensor:
+    """Last tower activations of every (user, candidate) pair, ``(B * C, d_last)``.
+
+    The first layer is linear in the concatenated embeddings, ``W [p; q] = W_u p + W_i q``:
+    the user half is computed once per user, the item half (``item_part``, from
+    :func:`_mlp_tables`) once per item, and only their sums go through the ReLU (the first
+    layer holds most of the tower's multiplications).
+    """
+    linears = _linears(mlp.tower)
+    first, half = linears[0], mlp.user.embedding_dim
+    user_part = torch.addmm(first.bias, mlp.user.weight[users], first.weight[:, :half].t())
+    x = (user_part.unsqueeze(1) + item_part[items]).relu_().reshape(-1, first.out_features)
+    for lin in linears[1:]:
+        x = torch.addmm(lin.bias, x, lin.weight.t()).relu_()
+    return x
+
+
 def check_dropout(p: float) -> None:
     """Raise ``NcfError`` unless ``p`` is a dropout rate in [0, 1)."""
     if not 0.0 <= p < 1.0:
@@ -157,6 +191,24 @@ class NCFModule(nn.Module):
         """Logits, shape ``(B,)``."""
         return self.out(self.features(users, items)).squeeze(-1)
 
+    def candidate_tables(self) -> dict[str, torch.Tensor]:
+        """Per-item tables :meth:`score_candidates` reuses across calls while the weights
+        stay as they are (the item half of the MLP's first layer)."""
+        return {}
+
+    @torch.no_grad()
+    def score_candidates(self, users: torch.Tensor, items: torch.Tensor,
+                         tables: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Logits of each user's candidate items, ``(B,)`` x ``(B, C)`` -> ``(B, C)``, as
+        :meth:`forward` in eval mode gives them (the evaluation and recommendation path).
+
+        The models below compute each user's part once instead of once per candidate, and
+        the item half of the MLP's first layer once per item (``tables``, made by
+        :meth:`candidate_tables` from the current weights when not given).
+        """
+        b, c = items.shape
+        return self(users.repeat_interleave(c), items.reshape(-1)).view(b, c)
+
     def loss_grads(
         self, users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, Grad]]:
@@ -203,6 +255,12 @@ class GMF(NCFModule):
         return self.user(users) * self.item(items)
 
     @torch.no_grad()
+    def score_candidates(self, users: torch.Tensor, items: torch.Tensor,
+                         tables: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        w = self.out.weight[0]
+        return _dot_candidates(self.user.weight[users] * w, self.item.weight, items) + self.out.bias
+
+    @torch.no_grad()
     def loss_grads(self, users, items, labels):  # type: ignore[no-untyped-def]
         pu, qi = self.user.weight.index_select(0, users), self.item.weight.index_select(0, items)
         feats = pu * qi
@@ -245,6 +303,18 @@ class MLP(NCFModule):
     def features(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         x = torch.cat([self.user(users), self.item(items)], dim=-1)
         return self.tower(_input_dropout(x, self.dropout, self.training)[0])
+
+    def candidate_tables(self) -> dict[str, torch.Tensor]:
+        return _mlp_tables(self)
+
+    @torch.no_grad()
+    def score_candidates(self, users: torch.Tensor, items: torch.Tensor,
+                         tables: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        if not _linears(self.tower):
+            return super().score_candidates(users, items)
+        tables = tables if tables is not None else self.candidate_tables()
+        last = _tower_candidates(self, users, items, tables["mlp_items"])
+        return torch.addmv(self.out.bias, last, self.out.weight[0]).view(items.shape)
 
     @torch.no_grad()
     def loss_grads(self, users, items, labels):  # type: ignore[no-untyped-def]
@@ -315,6 +385,24 @@ class NeuMF(NCFModule):
             gmf = self.gmf.features(users, items)
         x = _input_dropout(torch.cat([pu, qi], dim=-1), self.dropout, self.training)[0]
         return torch.cat([gmf, self.mlp.tower(x)], dim=-1)
+
+    def candidate_tables(self) -> dict[str, torch.Tensor]:
+        return _mlp_tables(self.mlp)
+
+    @torch.no_grad()
+    def score_candidates(self, users: torch.Tensor, items: torch.Tensor,
+                         tables: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        if not _linears(self.mlp.tower):
+            return super().score_candidates(users, items)
+        tables = tables if tables is not None else self.candidate_tables()
+        f, w = self.factors, self.out.weight[0]
+        if self.share_embeddings:
+            gu, gq = self.mlp.user.weight[users, :f], self.mlp.item.weight[:, :f]
+        else:
+            gu, gq = self.gmf.user.weight[users], self.gmf.item.weight
+        last = _tower_candidates(self.mlp, users, items, tables["mlp_items"])
+        mlp = torch.addmv(self.out.bias, last, w[f:])
+        return _dot_candidates(gu * w[:f], gq, items) + mlp.view(items.shape)
 
     @torch.no_grad()
     def loss_grads(self, users, items, labels):  # type: ignore[no-untyped-def]

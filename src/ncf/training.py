@@ -149,7 +149,7 @@ class History:
 
 
 def model_scorer(
-    model: NCFModule, batch_pairs: int = 1 << 20, device: str | torch.device | None = None
+    model: NCFModule, batch_pairs: int = 1 << 15, device: str | torch.device | None = None
 ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """The evaluation scoring function of a model: ``(users (B,), items (B, C)) -> (B, C)``.
 
@@ -162,19 +162,18 @@ def model_scorer(
     def score(users: np.ndarray, items: np.ndarray) -> np.ndarray:
         items = np.asarray(items)
         b, c = items.shape
-        u = torch.from_numpy(np.repeat(np.asarray(users, dtype=np.int64), c))
-        i = torch.from_numpy(np.array(items, dtype=np.int64).reshape(-1))
+        u = torch.from_numpy(np.asarray(users, dtype=np.int64))
+        i = torch.from_numpy(np.array(items, dtype=np.int64))
+        rows = max(1, batch_pairs // max(c, 1))
         was_training = model.training
         model.eval()
-        out = torch.empty(b * c)
-        for s in range(0, b * c, batch_pairs):
-            out[s : s + batch_pairs] = (
-                model(u[s : s + batch_pairs].to(device), i[s : s + batch_pairs].to(device))
-                .float()
-                .cpu()
-            )
+        tables = model.candidate_tables()  # once per call: the weights do not change within
+        out = torch.empty(b, c)
+        for s in range(0, b, rows):
+            out[s : s + rows] = model.score_candidates(
+                u[s : s + rows].to(device), i[s : s + rows].to(device), tables).float().cpu()
         model.train(was_training)
-        return out.view(b, c).numpy()
+        return out.numpy()
 
     return score
 
