@@ -112,7 +112,8 @@ def prepare_split(
         x = to_implicit(data.interactions, threshold)
         if data.format in ("netflix", "netflix-mv"):  # as prepare_netflix: no pair repeats
             _refuse_repeated_pairs(x, path, list(data.sources))
-        x = deduplicate(x)
+        else:
+            x = deduplicate(x)
         options["sizes"]["positives"] = _size(x)
         if ratings is not None:
             x = subsample(x, ratings, subsample_strategy, seed)  # type: ignore[arg-type]

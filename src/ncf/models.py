@@ -102,14 +102,15 @@ def _mlp_tables(mlp: MLP) -> dict[str, torch.Tensor]:
 
 
 def _tower_candidates(mlp: MLP, users: torch.Tensor, items: torch.Tensor,
-                      item_part: torch.Tensor) -> torch.Tensor:
+                      tables: dict[str, torch.Tensor] | None) -> torch.Tensor:
     """Last tower activations of every (user, candidate) pair, ``(B * C, d_last)``.
 
     The first layer is linear in the concatenated embeddings, ``W [p; q] = W_u p + W_i q``:
-    the user half is computed once per user, the item half (``item_part``, from
-    :func:`_mlp_tables`) once per item, and only their sums go through the ReLU (the first
-    layer holds most of the tower's multiplications).
+    the user half is computed once per user, the item half (``tables``, from
+    :func:`_mlp_tables`, made now when not given) once per item, and only their sums go
+    through the ReLU (the first layer holds most of the tower's multiplications).
     """
+    item_part = (tables if tables is not None else _mlp_tables(mlp))["mlp_items"]
     linears = _linears(mlp.tower)
     first, half = linears[0], mlp.user.embedding_dim
     user_part = torch.addmm(first.bias, mlp.user.weight[users], first.weight[:, :half].t())
@@ -312,8 +313,7 @@ class MLP(NCFModule):
                          tables: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         if not _linears(self.tower):
             return super().score_candidates(users, items)
-        tables = tables if tables is not None else self.candidate_tables()
-        last = _tower_candidates(self, users, items, tables["mlp_items"])
+        last = _tower_candidates(self, users, items, tables)
         return torch.addmv(self.out.bias, last, self.out.weight[0]).view(items.shape)
 
     @torch.no_grad()
@@ -394,13 +394,12 @@ class NeuMF(NCFModule):
                          tables: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         if not _linears(self.mlp.tower):
             return super().score_candidates(users, items)
-        tables = tables if tables is not None else self.candidate_tables()
         f, w = self.factors, self.out.weight[0]
         if self.share_embeddings:
             gu, gq = self.mlp.user.weight[users, :f], self.mlp.item.weight[:, :f]
         else:
             gu, gq = self.gmf.user.weight[users], self.gmf.item.weight
-        last = _tower_candidates(self.mlp, users, items, tables["mlp_items"])
+        last = _tower_candidates(self.mlp, users, items, tables)
         mlp = torch.addmv(self.out.bias, last, w[f:])
         return _dot_candidates(gu * w[:f], gq, items) + mlp.view(items.shape)
 

@@ -32,6 +32,15 @@ import numpy as np
 from ncf.errors import NcfError
 
 
+def existing_ancestor(path: str | Path) -> Path:
+    """``path`` itself if it exists, else its nearest existing ancestor (where it would be
+    created)."""
+    found = Path(path).absolute()
+    while not found.exists():
+        found = found.parent
+    return found
+
+
 def plan_run_dir(out: str | Path | None, base: str | Path = "runs") -> Path:
     """The run directory to use (a fresh timestamped one by default), checked but not created."""
     if out is None:
@@ -40,9 +49,7 @@ def plan_run_dir(out: str | Path | None, base: str | Path = "runs") -> Path:
     path = Path(out)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise NcfError(f"{path}: the run directory exists and is not empty; choose another --out")
-    parent = path.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
+    parent = existing_ancestor(path.absolute().parent)
     if not os.access(parent, os.W_OK):
         raise NcfError(f"{path}: cannot create the run directory ({parent} is not writable)")
     return path

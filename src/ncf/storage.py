@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from ncf.datasets import Catalog
 from ncf.errors import DataError, NcfError
 from ncf.interactions import Interactions
+from ncf.runs import existing_ancestor
 from ncf.split import Split
 
 FORMAT = "ncf-prepared"  # the "format" of every meta.json
@@ -104,9 +105,7 @@ def check_output_dir(out_dir: str | Path) -> Path:
     if out.is_dir() and any(out.iterdir()) and not _replaceable(out):
         raise NcfError(f"{out}: folder is not empty and is not a prepared folder of ncf (only "
                        "files listed in its meta.json); not replacing it")
-    parent = out.parent
-    while not parent.exists():
-        parent = parent.parent
+    parent = existing_ancestor(out.parent)
     if not parent.is_dir():
         raise NcfError(f"{out}: {parent} is not a folder")
     try:  # the only reliable writability test (permissions, read-only mounts, root)

@@ -109,17 +109,6 @@ def describe(x: Interactions) -> dict[str, Any]:
     }
 
 
-def _concat(parts: list[Interactions]) -> Interactions:
-    first = parts[0]
-
-    def cat(name: str) -> np.ndarray | None:
-        arrays = [getattr(p, name) for p in parts]
-        return None if any(a is None for a in arrays) else np.concatenate(arrays)
-
-    return first.with_arrays(user_ids=cat("user_ids"), item_ids=cat("item_ids"),
-                             ratings=cat("ratings"), timestamps=cat("timestamps"))
-
-
 def _read_any(path: str, fmt: str | None) -> tuple[Interactions, str, dict[str, int] | None]:
     """All interactions of a raw data set or of a prepared folder (its parts joined)."""
     from ncf.storage import is_prepared, load_prepared
@@ -130,7 +119,8 @@ def _read_any(path: str, fmt: str | None) -> tuple[Interactions, str, dict[str, 
         parts = {n: getattr(s, n) for n in ("train", "validation", "test")}
         sizes = {n: len(p) for n, p in parts.items() if p is not None}
         data_fmt = prep.meta.get("options", {}).get("format", "?")
-        joined = _concat([p for p in parts.values() if p is not None])
+        present = [p for p in parts.values() if p is not None]
+        joined = present[0].concat(*present[1:])
         return joined, f"prepared ({data_fmt})", sizes
     from ncf.datasets import load
 

@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ncf.datasets._common import existing
 from ncf.datasets.movielens import read_movielens
 from ncf.datasets.netflix import netflix_sources, read_netflix
@@ -217,7 +215,7 @@ def load(
         sources = list(x.meta["sources"])
     elif fmt == "ncf-paper":
         split = read_paper_split(p, require_train=require_train, **options)
-        x = _concat(split.train, split.test)
+        x = split.train.concat(split.test)
         sources = list(split.meta["sources"])
     else:
         x = _load_table(p, options)
@@ -226,20 +224,6 @@ def load(
     catalog = read_titles(titles) if titles is not None else None
     x = x.with_arrays(meta={**x.meta, "format": fmt, "sources": sources})  # type: ignore[arg-type]
     return Dataset(x, split, catalog, fmt, sources)
-
-
-def _concat(a: Interactions, b: Interactions) -> Interactions:
-    """Two interaction sets over the same id spaces, one after the other."""
-
-    def cat(u: np.ndarray | None, v: np.ndarray | None) -> np.ndarray | None:
-        return None if u is None or v is None else np.concatenate([u, v])
-
-    return a.with_arrays(
-        user_ids=cat(a.user_ids, b.user_ids),
-        item_ids=cat(a.item_ids, b.item_ids),
-        ratings=cat(a.ratings, b.ratings),
-        timestamps=cat(a.timestamps, b.timestamps),
-    )
 
 
 __all__ = ["FORMATS", "Dataset", "detect_format", "load", "resolve_format"]

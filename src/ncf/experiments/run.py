@@ -38,7 +38,7 @@ from ncf.experiments.tables import (
     setting_text,
     write_csv,
 )
-from ncf.runs import atomic_write, write_json
+from ncf.runs import atomic_write, existing_ancestor, write_json
 
 __all__ = ["PRESETS", "ExperimentOptions", "ExperimentOutcome", "Preset", "check_cells_folder",
            "check_report_folder", "data_name", "run_experiment"]
@@ -65,9 +65,7 @@ def _check_folder(path: Path, option: str) -> None:
     """A folder that exists or can be created: one clear line otherwise."""
     if path.exists() and not path.is_dir():
         raise NcfError(f"{option} {path}: exists and is not a folder")
-    parent = path.absolute()
-    while not parent.exists():
-        parent = parent.parent
+    parent = existing_ancestor(path)
     if not parent.is_dir():
         raise NcfError(f"{option} {path}: {parent} is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
