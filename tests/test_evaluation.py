@@ -148,3 +148,41 @@ def test_bad_score_shape_raises():
     with pytest.raises(NcfError, match="score_fn returned shape"):
         evaluate_sampled(lambda u, i: np.zeros(len(u)), np.arange(2), np.zeros(2, int),
                          np.ones((2, 3), int))
+
+
+class DeviceTable:
+    """A table scorer that says it lives on a device: evaluation then takes the tensor path
+    (run here on the CPU, the same code as on a GPU)."""
+
+    on_device = True
+
+    def __init__(self, table: np.ndarray) -> None:
+        import torch
+
+        self.table, self.device = torch.from_numpy(table), torch.device("cpu")
+
+    def tensor(self, users, items):  # type: ignore[no-untyped-def]
+        return self.table[users[:, None], items].clone()
+
+    def __call__(self, users, items):  # type: ignore[no-untyped-def]
+        return self.table.numpy()[users[:, None], items]
+
+
+def test_device_path_ranks_exactly_as_the_host_path() -> None:
+    """Ties, NaN, -inf and a candidate equal to the positive, both protocols: same ranks."""
+    rng = np.random.default_rng(0)
+    n_users, n_items = 60, 40
+    table = rng.integers(0, 5, (n_users, n_items)).astype(np.float32)  # many ties
+    table[rng.random(table.shape) < 0.05] = np.nan
+    table[rng.random(table.shape) < 0.05] = -np.inf
+    users = np.arange(n_users)
+    pos = rng.integers(0, n_items, n_users)
+    negs = rng.integers(0, n_items, (n_users, 9))
+    negs[0, 3] = pos[0]
+    host = evaluate_sampled(table_fn(table), users, pos, negs, k=3, batch_size=7)
+    dev = evaluate_sampled(DeviceTable(table), users, pos, negs, k=3, batch_size=7)
+    assert np.array_equal(host.ranks, dev.ranks) and host.hr == dev.hr
+    seen = sp.random(n_users, n_items, density=0.2, format="csr", random_state=0)
+    host = evaluate_full(table_fn(table), users, pos, seen, n_items, k=5, batch_size=8)
+    dev = evaluate_full(DeviceTable(table), users, pos, seen, n_items, k=5, batch_size=8)
+    assert np.array_equal(host.ranks, dev.ranks) and host.ndcg == dev.ndcg

@@ -10,6 +10,10 @@ A scoring function ``score_fn(user_ids (B,) int64, item_ids (B, C) int64) -> (B,
 Rank conventions (shared by both): the rank of the positive is the number of
 candidates scoring ``>=`` it, so ties count against the positive (a constant model
 scores 0, not 1). NaN scores count as ``-inf``, the worst: a NaN positive ranks last.
+
+A scoring function that lives on a GPU (``score_fn.on_device``, as
+:class:`ncf.training.ModelScorer` of a GPU model) is called through its ``tensor`` method
+instead: candidates, scores and ranks then stay on the device, and only the ranks come back.
 """
 
 from __future__ import annotations
@@ -119,6 +123,46 @@ def rank_metrics(
     return ranks, hit.astype(np.float64), ndcg, 1.0 / (ranks + 1.0)
 
 
+def positive_ranks_torch(pos: Any, neg: Any) -> Any:
+    """:func:`positive_ranks` of torch tensors, computed where they are."""
+    import torch
+
+    worst = torch.isnan(pos) | (pos == -torch.inf)
+    ranks = (neg >= pos[:, None]).sum(1)
+    return ranks.masked_fill_(worst, neg.shape[1])
+
+
+def _on_device(score_fn: ScoreFn) -> bool:
+    return bool(getattr(score_fn, "on_device", False))
+
+
+def _device_tensor(score_fn: ScoreFn, a: Any) -> Any:
+    """``a`` (array or tensor) as an int64 tensor on the scoring function's device."""
+    import torch
+
+    t = a if isinstance(a, torch.Tensor) else torch.from_numpy(np.asarray(a))
+    return t.to(device=score_fn.device, dtype=torch.int64)  # type: ignore[attr-defined]
+
+
+def _sampled_ranks_on_device(
+    score_fn: ScoreFn, users: Any, positives: Any, negatives: Any, batch_size: int
+) -> np.ndarray:
+    """The sampled protocol's ranks with scores and ranks on the scoring function's device."""
+    import torch
+
+    users, positives = _device_tensor(score_fn, users), _device_tensor(score_fn, positives)
+    negatives = _device_tensor(score_fn, negatives)
+    ranks = torch.empty(len(users), dtype=torch.int64, device=users.device)
+    for start in range(0, len(users), batch_size):
+        end = min(start + batch_size, len(users))
+        items = torch.cat([positives[start:end, None], negatives[start:end]], dim=1)
+        s = score_fn.tensor(users[start:end], items)  # type: ignore[attr-defined]
+        # a candidate equal to the positive is the positive itself (paper's code)
+        s[:, 1:].masked_fill_(items[:, 1:] == items[:, :1], -torch.inf)
+        ranks[start:end] = positive_ranks_torch(s[:, 0], s[:, 1:])
+    return ranks.cpu().numpy()
+
+
 def _scores(score_fn: ScoreFn, users: np.ndarray, items: np.ndarray) -> np.ndarray:
     out = score_fn(users, items)
     if hasattr(out, "detach"):  # a torch tensor, without importing torch here
@@ -155,7 +199,8 @@ def evaluate_sampled(
         score_fn: ``(users (B,), items (B, C)) -> scores (B, C)``.
         users: int users, shape ``(n,)``.
         positives: the held-out item of each row, shape ``(n,)``.
-        negatives: its candidates, shape ``(n, C)`` (e.g. 99 per row).
+        negatives: its candidates, shape ``(n, C)`` (e.g. 99 per row). With a scoring
+            function on a device, the three may be tensors already there.
         k: the cut-off of HR and NDCG.
         batch_size: rows scored per call of ``score_fn``.
 
@@ -163,6 +208,12 @@ def evaluate_sampled(
         :class:`Metrics` with ``protocol="sampled"``.
     """
     _check_k(k)
+    if _on_device(score_fn):
+        if len(negatives) != len(users) or len(negatives.shape) != 2 or not len(users):
+            raise NcfError(f"negatives of shape {tuple(negatives.shape)}, expected "
+                           f"({len(users)}, C)")
+        ranks = _sampled_ranks_on_device(score_fn, users, positives, negatives, batch_size)
+        return Metrics.from_ranks(ranks, k, "sampled")
     users, positives = _rows(users, positives)
     negatives = np.asarray(negatives)
     if negatives.ndim != 2 or len(negatives) != len(users):
@@ -217,26 +268,55 @@ def evaluate_full(
         exclude = sp.csr_matrix(exclude)
         exclude.sum_duplicates()  # one entry per (user, item): candidate counts stay exact
     batch_size = batch_size or max(1, 2**24 // n_items)
-    all_items = np.arange(n_items, dtype=np.int64)
+    on_device = _on_device(score_fn)
     ranks = np.empty(len(users), dtype=np.int64)
     for start in range(0, len(users), batch_size):
         u, p = users[start : start + batch_size], positives[start : start + batch_size]
-        s = np.array(_scores(score_fn, u, np.broadcast_to(all_items, (len(u), n_items))))
         rows = np.arange(len(u))
-        pos = s[rows, p]
         n_candidates = np.full(len(u), n_items - 1, dtype=np.int64)
+        r = cols = np.zeros(0, dtype=np.int64)
         if exclude is not None:
             sub = exclude[u]
-            r = np.repeat(rows, np.diff(sub.indptr))
-            s[r, sub.indices] = -np.inf
-            other = sub.indices != p[r]
+            r, cols = np.repeat(rows, np.diff(sub.indptr)), sub.indices
+            other = cols != p[r]
             n_candidates -= np.bincount(r[other], minlength=len(u))
-        s[rows, p] = np.nan  # the positive is not its own candidate
-        rk = np.count_nonzero(s >= pos[:, None], axis=1).astype(np.int64)
-        worst = np.isnan(pos) | (pos == -np.inf)
-        rk[worst] = n_candidates[worst]
-        ranks[start : start + len(u)] = rk
+        rank_fn = _full_ranks_on_device if on_device else _full_ranks
+        ranks[start : start + len(u)] = rank_fn(score_fn, u, p, n_items, r, cols, n_candidates)
     return Metrics.from_ranks(ranks, k, "full")
+
+
+def _full_ranks(score_fn: ScoreFn, u: np.ndarray, p: np.ndarray, n_items: int, r: np.ndarray,
+                cols: np.ndarray, n_candidates: np.ndarray) -> np.ndarray:
+    """Ranks of positives ``p`` of users ``u`` among every item, entries ``(r, cols)`` left out."""
+    all_items = np.arange(n_items, dtype=np.int64)
+    s = np.array(_scores(score_fn, u, np.broadcast_to(all_items, (len(u), n_items))))
+    rows = np.arange(len(u))
+    pos = s[rows, p]
+    s[r, cols] = -np.inf
+    s[rows, p] = np.nan  # the positive is not its own candidate
+    rk = np.count_nonzero(s >= pos[:, None], axis=1).astype(np.int64)
+    worst = np.isnan(pos) | (pos == -np.inf)
+    rk[worst] = n_candidates[worst]
+    return rk
+
+
+def _full_ranks_on_device(score_fn: ScoreFn, u: np.ndarray, p: np.ndarray, n_items: int,
+                          r: np.ndarray, cols: np.ndarray, n_candidates: np.ndarray) -> np.ndarray:
+    """:func:`_full_ranks` with scores and ranks on the scoring function's device."""
+    import torch
+
+    dev = score_fn.device  # type: ignore[attr-defined]
+    ut, pt = _device_tensor(score_fn, u), _device_tensor(score_fn, p)
+    items = torch.arange(n_items, device=dev).expand(len(u), n_items)
+    s = score_fn.tensor(ut, items)  # type: ignore[attr-defined]
+    rows = torch.arange(len(u), device=dev)
+    pos = s[rows, pt]
+    s[_device_tensor(score_fn, r), _device_tensor(score_fn, cols)] = -torch.inf
+    s[rows, pt] = torch.nan  # the positive is not its own candidate
+    rk = (s >= pos[:, None]).sum(1)
+    worst = torch.isnan(pos) | (pos == -torch.inf)
+    rk = torch.where(worst, _device_tensor(score_fn, n_candidates), rk)
+    return rk.cpu().numpy()
 
 
 def _exclude_matrix(split: Split) -> sp.csr_matrix:

@@ -85,10 +85,12 @@ class _RowOptimizer(torch.optim.Optimizer):
         """Make the densely updated parameters views of one buffer: one update op for all.
 
         On a CPU, a step over a dozen small tensors costs more in per-tensor dispatch than in
-        arithmetic; one flat buffer turns ~70 small kernels into ~8.
+        arithmetic; one flat buffer turns ~70 small kernels into ~8. On a GPU the fused
+        multi-tensor kernels take the list in one launch already, and a flat buffer would cost a
+        copy of every gradient (whole embedding tables, when dense) at each step.
         """
         params = [self._by_name[n] for n in names]
-        if len({(p.dtype, p.device) for p in params}) != 1:
+        if len({(p.dtype, p.device) for p in params}) != 1 or params[0].device.type != "cpu":
             return None
         flat = torch.empty(
             sum(p.numel() for p in params), dtype=params[0].dtype, device=params[0].device

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ncf.distributed import Distributed
 from ncf.errors import NcfError
 from ncf.evaluation import evaluate
 from ncf.interactions import Interactions
@@ -52,7 +53,8 @@ class PipelineConfig:
             paper's model, 0.2 made the MLP stronger on ml-100k (NOTES.md).
         gmf, mlp: training of the pre-training stages (Adam, lr 0.001 by default).
         neumf: training of the NeuMF stage (``FINETUNE_PRESETS["tuned"]`` by default).
-        sparse: sparse embedding gradients (``None``: when more than 100k users).
+        sparse: sparse embedding gradients, i.e. lazy row-wise optimizer updates (``None``:
+            when more than 100k users; :func:`resolve_sparse` makes it explicit per device).
         full_ranking_users: users sampled for full-ranking metrics (``None``: all).
         seed: seeds initialisation, negatives and shuffling of every stage.
         refit: once every stage's epochs are chosen on the validation items, train the
@@ -128,6 +130,15 @@ def test_metrics(
 _INIT_SEED = {"gmf": 0, "mlp": 1, "neumf": 2}
 
 
+def resolve_sparse(sparse: bool | None, n_users: int, device: str) -> bool:
+    """Whether embeddings get row-wise (lazy) updates: on a CPU above 100k users, where a
+    dense step would touch every row of the tables for a few hundred samples; never by
+    default on a GPU, where dense updates of whole tables are faster than gathering rows."""
+    if sparse is not None:
+        return sparse
+    return n_users > SPARSE_USERS and torch.device(device).type == "cpu"
+
+
 def init_model(name: str, config: PipelineConfig, n_users: int, n_items: int) -> NCFModule:
     """A stage's model at its seeded initial weights, exactly as :func:`run_pipeline` makes it
     (``"neumf"``: the from-scratch NeuMF; with pre-training it comes from GMF and MLP)."""
@@ -159,6 +170,7 @@ def run_pipeline(
     progress: Callable[[str, int, int], None] | None = None,
     device: str | None = None,
     on_result: Callable[[StageResult], None] | None = None,
+    dist: Distributed | None = None,
 ) -> dict[str, StageResult]:
     """Train every stage of ``config`` on ``split`` and score each on the test split.
 
@@ -167,9 +179,13 @@ def run_pipeline(
     ``on_result`` gets each stage's result as soon as it is final (GMF's before NeuMF trains,
     without a refit), so a caller can keep it even if a later stage is interrupted.
 
+    With ``dist`` (a data-parallel run), every rank trains and rank 0 alone evaluates: the
+    other ranks' results carry no metrics and ``on_result`` is called on rank 0 only.
+
     Returns:
         ``{"gmf": ..., "mlp": ..., "neumf": ...}`` (only ``"neumf"`` without pre-training).
     """
+    main = dist is None or dist.is_main
     target = validation_target(split)
     n_users, n_items = split.train.n_users, split.train.n_items
     histories: dict[str, History] = {}
@@ -184,6 +200,7 @@ def run_pipeline(
             model, data, validation, cfg,
             on_epoch=None if on_epoch is None else (lambda r: on_epoch(label, r)),
             progress=None if progress is None else (lambda d, t: progress(label, d, t)),
+            dist=dist,
         )
         seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
         return history
@@ -210,6 +227,9 @@ def run_pipeline(
     def finish(name: str) -> None:
         """Score stage ``name``'s final model on the test split and hand its result on."""
         model, history = models[name], histories[name]
+        if not main:  # rank 0 evaluates and reports
+            results[name] = StageResult(name, model, history, {}, seconds[name])
+            return
         metrics = test_metrics(model, split, full_users=config.full_ranking_users,
                                seed=config.seed)
         best = history.best
@@ -244,8 +264,9 @@ def run_pipeline(
         assert split.validation is not None  # validation_target checked it
         full = split.train.concat(split.validation)
         for name, model in models.items():
-            selected[name] = evaluate(model_scorer(model), split, on="test",
-                                      protocol="sampled").as_dict()
+            if main:
+                selected[name] = evaluate(model_scorer(model), split, on="test",
+                                          protocol="sampled").as_dict()
             if name == "neumf" and config.pretrain:
                 model.load_state_dict(fused().state_dict())
             else:

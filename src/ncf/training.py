@@ -1,11 +1,13 @@
 """One trainer for every NCF model: log loss, fresh negatives each epoch, model selection
 on the validation item only.
 
-An epoch is built as whole tensors (positives, ``n_negatives`` sampled negatives per
-positive, one permutation) and cut into batches by slicing: no ``DataLoader``, no per-sample
-Python. Gradients come from the model's hand-written ``loss_grads`` (the same numbers as
-autograd, about three times faster on small batches) or from autograd (``autograd=True``), and
-the row-wise optimizers of :mod:`ncf.optim` touch only the embedding rows a batch used.
+Epochs come from :mod:`ncf.epochs`: built on the host for a CPU model, on the device for a GPU
+model (negatives, labels and shuffling never leave it), and cut into batches by slicing.
+Within an epoch nothing waits for the host but the progress callback's counters; the loss is
+checked once per epoch. Gradients come from the model's hand-written ``loss_grads`` (the same
+numbers as autograd, about three times faster on small batches) or from autograd
+(``autograd=True``), and the row-wise optimizers of :mod:`ncf.optim` touch only the embedding
+rows a batch used.
 """
 
 from __future__ import annotations
@@ -21,19 +23,20 @@ from typing import Any, ParamSpec, TypeVar
 import numpy as np
 import torch
 
+from ncf.distributed import Distributed
+from ncf.epochs import EPOCH_BLOCK, Batch, DeviceEpochs, build_epoch, iter_epoch
 from ncf.errors import NcfError
 from ncf.evaluation import evaluate_sampled
 from ncf.interactions import Interactions
 from ncf.models import NCFModule
 from ncf.optim import OPTIMIZERS, grads_from_autograd
-from ncf.sampling import KeySet, sample_negatives
+from ncf.sampling import KeySet
+
+__all__ = ["EPOCH_BLOCK", "EpochRecord", "EvalTarget", "History", "ModelScorer", "TrainConfig",
+           "build_epoch", "iter_epoch", "model_scorer", "train"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-#: positives per block of an epoch; at 100M positives an epoch is built block by block.
-EPOCH_BLOCK = 4_000_000
-
 
 #: Sampled negatives per positive accepted (the paper studies 1 to 10).
 MAX_NEGATIVES = 1000
@@ -63,6 +66,10 @@ class TrainConfig:
             so fine-tuning a pre-trained model can never end worse on validation than it began.
         lr_schedule: the learning rate of each epoch, replacing ``lr`` and the plateau
             scheduler (used to replay a selected run's schedule when refitting).
+        warmup_steps: the learning rate rises linearly from ``lr / warmup_steps`` to ``lr``
+            over the first steps (large batches with a scaled rate; 0: none).
+        sampler: where epochs are built: ``"host"`` (numpy), ``"device"`` (torch, on the
+            model's device) or ``"auto"`` (the device when it is not the CPU).
     """
 
     epochs: int = 20
@@ -82,8 +89,14 @@ class TrainConfig:
     epoch_block: int = EPOCH_BLOCK
     keep_initial: bool = False
     lr_schedule: tuple[float, ...] | None = None
+    warmup_steps: int = 0
+    sampler: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.sampler not in ("auto", "host", "device"):
+            raise NcfError(f"sampler must be auto, host or device, got {self.sampler!r}")
+        if self.warmup_steps < 0:
+            raise NcfError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.optimizer not in OPTIMIZERS:
             raise NcfError(f"unknown optimizer {self.optimizer!r} (choose adam or sgd)")
         if self.epochs < 1 or self.batch_size < 1 or self.n_negatives < 1:
@@ -114,6 +127,15 @@ class EvalTarget:
     users: np.ndarray
     items: np.ndarray
     negatives: np.ndarray
+
+    def on(self, device: str | torch.device) -> tuple[Any, Any, Any]:
+        """``(users, items, negatives)`` where evaluation will run: the arrays themselves for
+        the CPU, tensors copied once to any other device (validation then stays there)."""
+        dev = torch.device(device)
+        if dev.type == "cpu":
+            return self.users, self.items, self.negatives
+        return tuple(torch.from_numpy(np.asarray(a, dtype=np.int64)).to(dev)  # type: ignore
+                     for a in (self.users, self.items, self.negatives))
 
 
 @dataclass
@@ -148,94 +170,55 @@ class History:
         return None if self.best_epoch is None else self.records[self.best_epoch - 1]
 
 
-def model_scorer(
-    model: NCFModule, batch_pairs: int = 1 << 15, device: str | torch.device | None = None
-) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+class ModelScorer:
     """The evaluation scoring function of a model: ``(users (B,), items (B, C)) -> (B, C)``.
 
-    ``device``: where the model lives (default: the device of its parameters).
+    Called with numpy arrays it returns numpy scores (the interface every evaluation takes).
+    :meth:`tensor` scores tensors on the model's device and returns a tensor there: the
+    evaluation functions use it when ``on_device`` is set (by default on a GPU), so that
+    scores and ranks never cross to the host.
+
+    Args:
+        model: the model (its weights are read at every call).
+        batch_pairs: (user, item) pairs scored per chunk.
+        device: where the model lives (default: the device of its parameters).
     """
-    if device is None:
-        device = next(model.parameters()).device
+
+    def __init__(self, model: NCFModule, batch_pairs: int | None = None,
+                 device: str | torch.device | None = None) -> None:
+        self.model = model
+        self.device = torch.device(device or next(model.parameters()).device)
+        self.on_device = self.device.type != "cpu"
+        self.batch_pairs = batch_pairs or (1 << 22 if self.on_device else 1 << 15)
 
     @torch.no_grad()
-    def score(users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        items = np.asarray(items)
+    def tensor(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Scores of int64 ``users (B,)`` x ``items (B, C)`` on the model's device, float32."""
+        model = self.model
         b, c = items.shape
-        u = torch.from_numpy(np.asarray(users, dtype=np.int64))
-        i = torch.from_numpy(np.array(items, dtype=np.int64))
-        rows = max(1, batch_pairs // max(c, 1))
+        rows = max(1, self.batch_pairs // max(c, 1))
         was_training = model.training
         model.eval()
         tables = model.candidate_tables()  # once per call: the weights do not change within
-        out = torch.empty(b, c)
+        out = torch.empty(b, c, device=self.device)
         for s in range(0, b, rows):
             out[s : s + rows] = model.score_candidates(
-                u[s : s + rows].to(device), i[s : s + rows].to(device), tables).float().cpu()
+                users[s : s + rows].to(self.device), items[s : s + rows].to(self.device),
+                tables).float()
         model.train(was_training)
-        return out.numpy()
+        return out
 
-    return score
-
-
-def iter_epoch(
-    users: np.ndarray,
-    items: np.ndarray,
-    keys: KeySet,
-    n_items: int,
-    n_negatives: int,
-    rng: np.random.Generator,
-    generator: torch.Generator,
-    device: str = "cpu",
-    block: int = EPOCH_BLOCK,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """One epoch as shuffled blocks: every positive once, ``n_negatives`` fresh negatives each.
-
-    The positives are permuted globally, then cut into blocks of ``block`` positives; each
-    block gets its negatives and is shuffled with them. With fewer positives than ``block``
-    (every data set short of Netflix scale) this is one global shuffle; at 100M it keeps the
-    epoch's memory to a few blocks instead of 500M samples at once.
-
-    Yields:
-        ``(users, items, labels)`` int64 / int64 / float32 tensors of
-        ``len(block) * (1 + n_negatives)`` samples.
-    """
-    n = len(users)
-    order = rng.permutation(n) if n > block else None
-    for start in range(0, n, block):
-        if order is None:
-            u, i = users, items
-        else:
-            idx = order[start : start + block]
-            u, i = users[idx], items[idx]
-        m = len(u)
-        negs = sample_negatives(u, keys, n_items, n_negatives, rng)
-        all_users = np.empty(m * (1 + n_negatives), dtype=np.int64)
-        all_items = np.empty_like(all_users)
-        all_users[:m], all_items[:m] = u, i
-        all_users[m:] = np.repeat(u, n_negatives)
-        all_items[m:] = negs
-        labels = torch.zeros(len(all_users), dtype=torch.float32)
-        labels[:m] = 1.0
-        perm = torch.randperm(len(all_users), generator=generator)
-        yield (torch.from_numpy(all_users)[perm].to(device),
-               torch.from_numpy(all_items)[perm].to(device), labels[perm].to(device))
+    def __call__(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        u = torch.from_numpy(np.asarray(users, dtype=np.int64))
+        i = torch.from_numpy(np.array(items, dtype=np.int64))
+        return self.tensor(u, i).cpu().numpy()
 
 
-def build_epoch(
-    users: np.ndarray,
-    items: np.ndarray,
-    keys: KeySet,
-    n_items: int,
-    n_negatives: int,
-    rng: np.random.Generator,
-    generator: torch.Generator,
-    device: str = "cpu",
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A whole epoch at once (see :func:`iter_epoch`); for data that fit in one block."""
-    parts = list(iter_epoch(users, items, keys, n_items, n_negatives, rng, generator, device,
-                            block=max(len(users), 1)))
-    return tuple(torch.cat(p) for p in zip(*parts))  # type: ignore[return-value]
+def model_scorer(
+    model: NCFModule, batch_pairs: int | None = None, device: str | torch.device | None = None
+) -> ModelScorer:
+    """The evaluation scoring function of a model (see :class:`ModelScorer`)."""
+    return ModelScorer(model, batch_pairs, device)
 
 
 def make_optimizer(model: NCFModule, config: TrainConfig) -> torch.optim.Optimizer:
@@ -266,6 +249,45 @@ def _flushing_denormals(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapped
 
 
+def _warm_step(optimizer: torch.optim.Optimizer, grads: dict, factor: float) -> None:
+    """One step at ``factor`` times the learning rate (the schedulers keep seeing the rate)."""
+    rates = [group["lr"] for group in optimizer.param_groups]
+    for group, lr in zip(optimizer.param_groups, rates):
+        group["lr"] = lr * factor
+    try:
+        optimizer.step_with(grads)  # type: ignore[attr-defined]
+    finally:
+        for group, lr in zip(optimizer.param_groups, rates):
+            group["lr"] = lr
+
+
+def _epochs(
+    train_data: Interactions, config: TrainConfig, dist: Distributed | None
+) -> tuple[Callable[[], Iterator[Batch]], int]:
+    """The epoch builder of a training run and the samples of one epoch (of this rank)."""
+    device = torch.device(config.device)
+    keys = KeySet(train_data.keys(), train_data.n_items)
+    users = train_data.user_ids.astype(np.int64)
+    items = train_data.item_ids.astype(np.int64)
+    shard = None if dist is None else dist.shard
+    on_device = config.sampler == "device" or (config.sampler == "auto" and device.type != "cpu")
+    if on_device:
+        epochs = DeviceEpochs(users, items, keys, config.n_negatives, device, config.seed,
+                              block=config.epoch_block, shard=shard)
+        return epochs.__iter__, epochs.samples
+    # the host path: one generator for negatives, one (torch) for shuffles, as always
+    rng = np.random.default_rng(config.seed if shard is None else [config.seed, shard[0]])
+    shard_rng = None if shard is None else np.random.default_rng([config.seed, 1 << 30])
+    gen = torch.Generator().manual_seed(config.seed if shard is None else config.seed + shard[0])
+
+    def host() -> Iterator[Batch]:
+        return iter_epoch(users, items, keys, train_data.n_items, config.n_negatives, rng, gen,
+                          device, block=config.epoch_block, shard=shard, shard_rng=shard_rng)
+
+    n = len(users) if dist is None else len(users) // dist.world
+    return host, n * (1 + config.n_negatives)
+
+
 @_flushing_denormals
 def train(
     model: NCFModule,
@@ -274,6 +296,7 @@ def train(
     config: TrainConfig,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    dist: Distributed | None = None,
 ) -> History:
     """Train ``model`` in place and leave it with the weights of its best validation epoch.
 
@@ -282,9 +305,12 @@ def train(
         train_data: the training positives.
         validation: held-out items for model selection (never the test items), or ``None``
             (then the last epoch is kept).
-        config: the stage's hyper-parameters.
+        config: the stage's hyper-parameters (``batch_size`` is the global batch).
         on_epoch: called with each epoch's record (printing, logging).
         progress: called as ``progress(done_batches, total_batches)`` within an epoch.
+        dist: this process's place in a data-parallel run (:mod:`ncf.distributed`): it trains
+            on its shard with a local batch of ``batch_size / world``, the gradients are
+            combined every step, and rank 0 alone validates (the others receive its metrics).
 
     Raises:
         NcfError: the loss became NaN or infinite (with the epoch and batch), or no data.
@@ -293,14 +319,17 @@ def train(
         raise NcfError("the training split is empty")
     if train_data.n_users > model.n_users or train_data.n_items > model.n_items:
         raise NcfError("the model's id space is smaller than the training data's")
-    device = config.device
+    device = torch.device(config.device)
     model.to(device)
     model.train()
-    rng = np.random.default_rng(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
-    keys = KeySet(train_data.keys(), train_data.n_items)
-    users = train_data.user_ids.astype(np.int64)
-    items = train_data.item_ids.astype(np.int64)
+    world = 1 if dist is None else dist.world
+    if dist is not None:
+        dist.broadcast_module(model)
+    if config.batch_size % world:
+        raise NcfError(f"batch size {config.batch_size} is not a multiple of the {world} "
+                       "processes")
+    bs = config.batch_size // world
+    epochs, n_samples = _epochs(train_data, config, dist)
     optimizer = make_optimizer(model, config)
     scheduler = None
     if config.plateau_factor is not None and validation is not None and not config.lr_schedule:
@@ -311,32 +340,37 @@ def train(
     best_key: tuple[float, float] | None = None
     best_state: dict[str, torch.Tensor] | None = None
     since_best = 0
-    bs = config.batch_size
+    target = None
+    if validation is not None and (dist is None or dist.is_main):
+        target = validation.on(device)
 
     def validate() -> tuple[float | None, float | None, float]:
         if validation is None:
             return None, None, 0.0
-        t = time.perf_counter()
-        m = evaluate_sampled(model_scorer(model, device=device), validation.users,
-                             validation.items, validation.negatives, k=config.k)
-        return float(m.hr), float(m.ndcg), time.perf_counter() - t
+        hr = ndcg = seconds = math.nan
+        if target is not None:  # this process evaluates (rank 0 of a distributed run)
+            t = time.perf_counter()
+            m = evaluate_sampled(model_scorer(model, device=device), *target, k=config.k)
+            hr, ndcg, seconds = float(m.hr), float(m.ndcg), time.perf_counter() - t
+        if dist is not None:
+            hr, ndcg, seconds = dist.broadcast_floats([hr, ndcg, seconds] if dist.is_main
+                                                      else None, 3)
+        return hr, ndcg, seconds
 
     if config.keep_initial and validation is not None:
         hr0, ndcg0, sec0 = validate()
         history.initial = EpochRecord(0, float("nan"), hr0, ndcg0, config.lr, 0.0, sec0)
         best_key, history.best_epoch = (hr0 or 0.0, ndcg0 or 0.0), 0
         best_state = copy.deepcopy(model.state_dict())
+    step = 0
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
         if config.lr_schedule and epoch <= len(config.lr_schedule):
             for group in optimizer.param_groups:
                 group["lr"] = config.lr_schedule[epoch - 1]
         total = torch.zeros((), dtype=torch.float64, device=device)
-        n_samples = len(users) * (1 + config.n_negatives)
         n_batches, done = math.ceil(n_samples / bs), 0
-        blocks = iter_epoch(users, items, keys, train_data.n_items, config.n_negatives, rng, gen,
-                            device, block=config.epoch_block)
-        for eu, ei, ey in blocks:
+        for eu, ei, ey in epochs():
             for s in range(0, len(eu), bs):
                 ub, ib, yb = eu[s : s + bs], ei[s : s + bs], ey[s : s + bs]
                 if config.autograd:
@@ -348,12 +382,20 @@ def train(
                     loss = loss.detach()
                 else:
                     loss, grads = model.loss_grads(ub, ib, yb)
-                optimizer.step_with(grads)  # type: ignore[attr-defined]
+                if dist is not None:
+                    grads = dist.sync_grads(grads)
+                if step < config.warmup_steps:
+                    _warm_step(optimizer, grads, (step + 1) / config.warmup_steps)
+                else:
+                    optimizer.step_with(grads)  # type: ignore[attr-defined]
                 total += loss * len(ub)
                 done += 1
+                step += 1
                 if progress is not None and (done % 64 == 0 or done == n_batches):
                     progress(done, n_batches)
-        mean_loss = float(total) / n_samples
+        if dist is not None:
+            total = dist.all_sum(total)
+        mean_loss = float(total) / (n_samples * world)  # the one host sync of an epoch
         if not math.isfinite(mean_loss):
             raise NcfError(
                 f"training diverged: the loss is {mean_loss} in epoch {epoch} "

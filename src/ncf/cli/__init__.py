@@ -78,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `ncf` console script; bad input exits 2 with one line on stderr."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # what a launcher re-runs
     try:
         previous = signal.signal(signal.SIGTERM, _terminated)
     except ValueError:  # not the main thread: leave signals alone

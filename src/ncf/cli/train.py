@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +56,14 @@ def register(sub: Any) -> None:
     p.add_argument("--full-ranking-users", type=non_negative_int, default=10_000,
                    help="users sampled for full-ranking metrics (0: all)")
     p.add_argument("--seed", type=seed_arg, default=0)
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", default="auto",
+                   help="auto (cuda when torch sees a GPU, else cpu), cpu, cuda or cuda:N")
+    p.add_argument("--nproc", type=positive_int, default=1,
+                   help="data-parallel processes on this machine, one per GPU (or sharing the "
+                   "CPU cores): the same as torchrun --standalone --nproc_per_node N -m ncf train")
     p.add_argument("--threads", type=positive_int, default=None,
-                   help="torch threads (default: 1 for small batches, else all cores but one)")
+                   help="torch threads (default: 1 for small batches, else all cores but one, "
+                   "shared among the processes of a run)")
     p.add_argument("--user", help="raw user id whose top-10 is printed at the end")
     p.add_argument("--quiet", action="store_true", help="no progress, no per-epoch lines")
     p.set_defaults(run=cmd_train)
@@ -81,16 +87,40 @@ def register(sub: Any) -> None:
     r.set_defaults(run=cmd_recommend)
 
 
+def resolve_device(device: str) -> str:
+    """The device a run trains on: ``auto`` is ``cuda`` when torch sees a GPU, else ``cpu``;
+    anything else is checked (:func:`check_device`) and kept."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    check_device(device)
+    return device
+
+
+def device_name(device: str) -> str:
+    """``device`` with the GPU's name, for the run header."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return device
+    return f"{device} ({torch.cuda.get_device_name(dev)})"
+
+
 def check_device(device: str) -> None:
     """A clear error for a device this torch build or machine cannot use."""
     import torch
 
+    if device == "auto":
+        return
     try:
         dev = torch.device(device)
     except RuntimeError:
         dev = None
     if dev is None or dev.type not in ("cpu", "cuda"):
-        raise NcfError(f"--device {device}: not a device ncf trains on (cpu, cuda or cuda:N)")
+        raise NcfError(f"--device {device}: not a device ncf trains on (auto, cpu, cuda or "
+                       "cuda:N)")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise NcfError(f"--device {device}: no CUDA device is available to this torch build "
                        f"({torch.__version__})")
@@ -105,18 +135,83 @@ def auto_batch_size(n_positives: int, n_negatives: int, steps: int = 2000) -> in
     return batch
 
 
-def set_threads(threads: int | None, batch_size: int) -> int:
+#: Steps an epoch should take at most on a GPU: beyond, kernel launches dominate a step.
+GPU_STEPS = 500
+
+#: Largest automatic batch on a GPU.
+MAX_GPU_BATCH = 1 << 18
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """The batch of a run and how the learning rates follow it.
+
+    Args:
+        batch_size: samples per (global) step.
+        reference: the batch the learning rates are tuned for (:func:`auto_batch_size`).
+        lr_scale: factor on every stage's learning rate, ``sqrt(batch_size / reference)``
+            when the batch was raised automatically, else 1.
+        warmup_steps: steps over which the scaled rates ramp up linearly.
+    """
+
+    batch_size: int
+    reference: int
+    lr_scale: float = 1.0
+    warmup_steps: int = 0
+
+    @property
+    def note(self) -> str:
+        """What the header says about the scaling."""
+        if self.lr_scale == 1.0:
+            return ""
+        return (f" (learning rates x{self.lr_scale:.2f}, the square root of {self.batch_size} / "
+                f"{self.reference}, warm-up {self.warmup_steps} steps)")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"batch_size": self.batch_size, "reference": self.reference,
+                "lr_scale": self.lr_scale, "warmup_steps": self.warmup_steps}
+
+
+def training_plan(n_positives: int, n_negatives: int, device: str,
+                  batch_size: int | None = None) -> BatchPlan:
+    """The batch and learning-rate scaling of a run on ``device``.
+
+    On a CPU the batch is :func:`auto_batch_size`'s and the rates are used as given. On a GPU
+    the batch grows to the power of two that keeps an epoch within ~500 steps (at most
+    262,144 samples): small steps would leave it waiting for kernel launches. The rates were
+    tuned at the CPU's batch, so a larger automatic batch multiplies them by the square root
+    of the ratio (Adam's usual rule) with a linear warm-up over the first epoch's first
+    fifth. An explicit ``batch_size`` is used as it is, with the rates as given.
+    """
+    reference = auto_batch_size(n_positives, n_negatives)
+    if batch_size is not None:
+        return BatchPlan(batch_size, reference)
+    if not device.startswith("cuda"):
+        return BatchPlan(reference, reference)
+    samples = n_positives * (1 + n_negatives)
+    batch = reference
+    while samples / batch > GPU_STEPS and batch < MAX_GPU_BATCH:
+        batch *= 2
+    if batch == reference:
+        return BatchPlan(batch, reference)
+    steps = max(1, math.ceil(samples / batch))
+    return BatchPlan(batch, reference, math.sqrt(batch / reference), max(1, steps // 5))
+
+
+def set_threads(threads: int | None, batch_size: int, processes: int = 1) -> int:
     """Pick the torch thread count on purpose.
 
     Small batches lose to thread hand-offs, so they get one thread. Large batches get all
     cores but one: a thread that shares its core with another busy process stalls every
     step of the others (measured here: 3 s epochs became 27 s with 2 threads on 2 busy cores).
+    The ``processes`` of a data-parallel run on one machine share the cores.
     """
     import torch
 
     if threads is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        threads = 1 if batch_size < 2048 else max(1, min(8, (cores or 1) - 1))
+        cores = (cores or 1) // processes
+        threads = 1 if batch_size < 2048 else max(1, min(8, cores - 1))
     torch.set_num_threads(threads)
     return threads
 
@@ -151,19 +246,21 @@ class _Progress:
               f"{r.seconds:.1f}s (+{r.eval_seconds:.2f}s eval)", flush=True)
 
 
-def _pipeline_config(args: argparse.Namespace, batch_size: int) -> Any:
+def _pipeline_config(args: argparse.Namespace, batch_size: int, device: str,
+                     plan: Any = None) -> Any:
     from ncf.pipeline import FINETUNE_PRESETS, PipelineConfig
     from ncf.training import TrainConfig
 
-    stage = TrainConfig(epochs=args.epochs, batch_size=batch_size, lr=args.lr,
+    scale, warmup = (1.0, 0) if plan is None else (plan.lr_scale, plan.warmup_steps)
+    stage = TrainConfig(epochs=args.epochs, batch_size=batch_size, lr=args.lr * scale,
                         n_negatives=args.negatives, early_stopping=args.early_stopping,
-                        device=args.device)
+                        device=device, warmup_steps=warmup)
     preset = args.finetune or ("adam" if args.no_pretrain else "tuned")
     neumf = replace(FINETUNE_PRESETS[preset], epochs=args.epochs, batch_size=batch_size,
                     n_negatives=args.negatives, early_stopping=args.early_stopping,
-                    device=args.device)
-    if args.finetune_lr is not None:
-        neumf = replace(neumf, lr=args.finetune_lr)
+                    device=device, warmup_steps=warmup)
+    neumf = replace(neumf, lr=(args.finetune_lr if args.finetune_lr is not None else neumf.lr)
+                    * scale)
     return PipelineConfig(
         factors=args.factors, n_layers=args.layers, dropout=args.dropout,
         pretrain=not args.no_pretrain,
@@ -173,8 +270,47 @@ def _pipeline_config(args: argparse.Namespace, batch_size: int) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ncf.distributed import init_from_env, launch, shutdown, world_from_env
+
+    # model options are checked before any data is read or anything is written
+    from ncf.pipeline import PipelineConfig
+
+    PipelineConfig(factors=args.factors, n_layers=args.layers, dropout=args.dropout,
+                   alpha=args.alpha)
+    device = resolve_device(args.device)
+    if args.nproc > 1 and world_from_env() == 1:
+        if device.startswith("cuda"):
+            import torch
+
+            if args.nproc > torch.cuda.device_count():
+                raise NcfError(f"--nproc {args.nproc}: only {torch.cuda.device_count()} GPU(s) "
+                               "on this machine")
+        argv = list(getattr(args, "argv", None) or sys.argv[1:])
+        return launch(args.nproc, _without_nproc(argv))
+    dist = init_from_env(device)
+    try:
+        return _train(args, device if dist is None else dist.device, dist)
+    finally:
+        shutdown()
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line a rank runs: ``argv`` without ``--nproc N``."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
+def _train(args: argparse.Namespace, device: str, dist: Any) -> int:
+    from ncf.distributed import PEER_FAILED, PeerFailed, launched
     from ncf.interactions import lookup_raw
-    from ncf.pipeline import PipelineConfig, StageResult, run_pipeline
+    from ncf.pipeline import StageResult, resolve_sparse, run_pipeline
     from ncf.report import (
         all_interactions,
         finish_run,
@@ -186,46 +322,79 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ncf.runs import new_run_dir, plan_run_dir
     from ncf.sources import resolve_training_data
 
-    # model options are checked before any data is read or anything is written
-    PipelineConfig(factors=args.factors, n_layers=args.layers, dropout=args.dropout,
-                   alpha=args.alpha)
-    check_device(args.device)
-    run_dir = plan_run_dir(args.out)  # checked now, created once the data are ready
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    main = dist is None or dist.is_main
+    world = 1 if dist is None else dist.world
+    run_dir = plan_run_dir(args.out) if main else None  # checked now, created once data is ready
+    quiet = args.quiet or not main
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     t0 = time.perf_counter()
-    data = resolve_training_data(
-        data=args.data, dataset=args.dataset, fmt=args.format, ratings=args.ratings,
-        synth_ratings=args.synth_ratings, seed=args.seed, say=say,
-    )
-    split = data.split
-    batch_size = args.batch_size or auto_batch_size(len(split.train), args.negatives)
-    config, preset = _pipeline_config(args, batch_size)
-    if args.user is not None:
-        lookup_raw(split.train.user_raw, args.user, "user")  # known before hours of training
-    threads = set_threads(args.threads, batch_size)
-    run_dir = new_run_dir(run_dir)
-    say(f"data: {data.description}")
-    say(f"      {split.train.n_users:,} users, {split.train.n_items:,} items, "
-        f"{len(split.train):,} train / {len(split.test):,} test interactions "
-        f"({time.perf_counter() - t0:.1f}s); batch {batch_size}, {threads} torch thread(s)")
-
-    progress = _Progress(args.quiet, args.epochs)
     saved: list[str] = []
-
-    def save(result: StageResult) -> None:
-        save_stage(run_dir, result, seen)
-        saved.append(result.name)
-
     try:
-        start_run(run_dir, config, data, extra={"finetune": preset, "threads": threads,
-                                                "argv": sys.argv[1:]})
-        seen = all_interactions(split)
+        def load() -> Any:
+            return resolve_training_data(
+                data=args.data, dataset=args.dataset, fmt=args.format, ratings=args.ratings,
+                synth_ratings=args.synth_ratings, seed=args.seed, say=say,
+            )
+
+        if dist is None:
+            data = load()
+        else:  # rank 0 first: a download or a synthetic set is written once, then read
+            data = load() if main else None
+            dist.barrier()
+            data = data if main else load()
+            _injected_failure(dist.rank)
+        split = data.split
+        plan = training_plan(len(split.train), args.negatives, device, args.batch_size)
+        config, preset = _pipeline_config(args, plan.batch_size, device, plan)
+        config = replace(config, sparse=resolve_sparse(None, split.train.n_users, device))
+        if args.user is not None:
+            lookup_raw(split.train.user_raw, args.user, "user")  # known before hours of training
+        threads = set_threads(args.threads, plan.batch_size // world, world)
+        if main:
+            assert run_dir is not None
+            run_dir = new_run_dir(run_dir)
+        procs = "" if world == 1 else f" x {world} processes ({dist.backend})"
+        say(f"data: {data.description}")
+        say(f"      {split.train.n_users:,} users, {split.train.n_items:,} items, "
+            f"{len(split.train):,} train / {len(split.test):,} test interactions "
+            f"({time.perf_counter() - t0:.1f}s)")
+        say(f"device {device_name(device)}{procs}; batch {plan.batch_size}{plan.note}; "
+            f"{threads} torch thread(s)")
+
+        progress = _Progress(quiet, args.epochs)
+
+        def save(result: StageResult) -> None:
+            assert run_dir is not None
+            save_stage(run_dir, result, seen)
+            saved.append(result.name)
+
+        if main:
+            assert run_dir is not None
+            start_run(run_dir, config, data, extra={
+                "finetune": preset, "threads": threads, "argv": sys.argv[1:], "device": device,
+                "processes": world, "batch_plan": plan.as_dict()})
+            seen = all_interactions(split)
         results = run_pipeline(split, config, on_epoch=progress.line, progress=progress.bar,
-                               device=args.device, on_result=save)
-    except BaseException:
-        if not saved:  # nothing worth keeping: the same --out can be used again
+                               device=device, on_result=save if main else None, dist=dist)
+    except PeerFailed:
+        if main and not saved and run_dir is not None:
             shutil.rmtree(run_dir, ignore_errors=True)
+        if launched() or not main:
+            return PEER_FAILED  # the rank that failed has said why
         raise
+    except KeyboardInterrupt:
+        if main and not saved and run_dir is not None:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        if launched():
+            return 130  # stopped by the launcher: the failing rank (or the launcher) says why
+        raise
+    except BaseException:
+        if main and not saved and run_dir is not None:
+            shutil.rmtree(run_dir, ignore_errors=True)  # the same --out can be used again
+        raise
+    if not main:
+        return 0
+    assert run_dir is not None
     finish_run(run_dir, results)
     print_table(results)
     user = args.user
@@ -235,6 +404,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(line)
     say(f"run directory: {run_dir}  ({time.perf_counter() - t0:.0f}s in all)")
     return 0
+
+
+def _injected_failure(rank: int) -> None:
+    """Fault injection for tests of distributed failures: ``NCF_FAIL_RANK=R`` makes rank R
+    fail once its data are loaded."""
+    if os.environ.get("NCF_FAIL_RANK") == str(rank):
+        raise NcfError(f"rank {rank}: failure injected by NCF_FAIL_RANK")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
