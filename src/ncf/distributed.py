@@ -234,7 +234,9 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
         return 130
     except ChildFailedError as exc:
         failures = exc.failures
-        causes = {r: f for r, f in failures.items() if f.exitcode not in (PEER_FAILED, 130)}
+        # the agent stops the other ranks with SIGTERM: they are not the cause
+        stopped = (PEER_FAILED, 130, 128 + signal.SIGTERM, -signal.SIGTERM)
+        causes = {r: f for r, f in failures.items() if f.exitcode not in stopped}
         rank = min(causes or failures, key=lambda r: (failures[r].timestamp, r))
         failure = failures[rank]
         if failure.exitcode < 0:
@@ -245,6 +247,9 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
             return 128 - failure.exitcode
         if failure.exitcode == 130:
             print("ncf: interrupted", file=sys.stderr)
+        elif failure.exitcode == PEER_FAILED:
+            print(f"ncf: error: rank {rank} of {nproc} lost contact with the other ranks; the "
+                  "run was stopped", file=sys.stderr)
         elif failure.exitcode != 2:  # 2: the rank printed its one-line error
             print(f"ncf: error: rank {rank} of {nproc} failed with exit status "
                   f"{failure.exitcode}; the run was stopped", file=sys.stderr)

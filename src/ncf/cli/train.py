@@ -17,6 +17,10 @@ from ncf.errors import NcfError
 
 DEFAULT_SYNTH_RATINGS = 1_000_000
 
+#: Seconds a rank whose peer failed waits to be stopped, so that the launcher reports the
+#: rank that failed, not this one.
+PEER_GRACE_SECONDS = 5.0
+
 
 def register(sub: Any) -> None:
     """Add the training sub-commands to the top-level parser."""
@@ -379,9 +383,11 @@ def _train(args: argparse.Namespace, device: str, dist: Any) -> int:
     except PeerFailed:
         if main and not saved and run_dir is not None:
             shutil.rmtree(run_dir, ignore_errors=True)
-        if launched() or not main:
-            return PEER_FAILED  # the rank that failed has said why
-        raise
+        try:  # give the launcher time to see the rank that failed first and stop this one
+            time.sleep(PEER_GRACE_SECONDS)
+        except KeyboardInterrupt:
+            return 130
+        return PEER_FAILED  # the rank that failed says why
     except KeyboardInterrupt:
         if main and not saved and run_dir is not None:
             shutil.rmtree(run_dir, ignore_errors=True)
