@@ -87,7 +87,8 @@ class Distributed:
 
     def barrier(self) -> None:
         """Wait for every rank."""
-        self._collective("barrier", tdist.barrier)
+        ids = [self.local_rank] if self.backend == "nccl" else None
+        self._collective("barrier", tdist.barrier, device_ids=ids)
 
     def all_sum(self, t: torch.Tensor) -> torch.Tensor:
         """The sum of ``t`` over ranks (a new tensor on ``t``'s device)."""

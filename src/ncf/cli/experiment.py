@@ -82,7 +82,8 @@ def register(sub: Any) -> None:
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--full-ranking-users", type=non_negative_int, default=10_000,
                    help="users sampled for full-ranking metrics (0: all)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", default="auto",
+                   help="auto (cuda when torch sees a GPU, else cpu), cpu, cuda or cuda:N")
     p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: 1 "
                    "for small batches)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -90,7 +91,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from ncf.cli.train import check_device, set_threads
+    from ncf.cli.train import resolve_device, set_threads
     from ncf.experiments.presets import preset_factors, preset_models
     from ncf.experiments.run import (
         PRESETS,
@@ -106,6 +107,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     epochs = args.epochs if args.epochs is not None else (
         QUICK_EPOCHS if args.quick else DEFAULT_EPOCHS)
     seeds = args.seeds[:1] if args.quick else args.seeds
+    args.device = resolve_device(args.device)
     options = ExperimentOptions(
         seeds=tuple(seeds), epochs=epochs, factors=args.factors, models=args.models,
         quick=args.quick, batch_size=args.batch_size,
@@ -114,7 +116,6 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     # options and folders are checked before any data is read or anything is written
     preset_models(PRESETS[args.name], options)
     preset_factors(PRESETS[args.name], options)
-    check_device(args.device)
     name = data_name(args.data, args.dataset)
     out = args.out or f"reports/{args.name}-{name}"
     check_report_folder(out, args.name)
