@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import time
 from dataclasses import replace
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ncf.cli import non_negative_int, positive_int, seed_arg
-from ncf.errors import NcfError
+from ncf.errors import NcfError, printable
 
 DEFAULT_SYNTH_RATINGS = 1_000_000
 
@@ -174,6 +173,7 @@ def _pipeline_config(args: argparse.Namespace, batch_size: int) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ncf.interactions import lookup_raw
+    from ncf.outputs import hold_output
     from ncf.pipeline import PipelineConfig, StageResult, run_pipeline
     from ncf.report import (
         all_interactions,
@@ -183,7 +183,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         save_stage,
         start_run,
     )
-    from ncf.runs import new_run_dir, plan_run_dir
+    from ncf.runs import discard_run_dir, new_run_dir, plan_run_dir
     from ncf.sources import resolve_training_data
 
     # model options are checked before any data is read or anything is written
@@ -191,6 +191,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                    alpha=args.alpha)
     check_device(args.device)
     run_dir = plan_run_dir(args.out)  # checked now, created once the data are ready
+    hold_output(run_dir, what="run directory")  # one ncf process per run directory
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     t0 = time.perf_counter()
     data = resolve_training_data(
@@ -203,6 +204,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.user is not None:
         lookup_raw(split.train.user_raw, args.user, "user")  # known before hours of training
     threads = set_threads(args.threads, batch_size)
+    created = not os.path.lexists(run_dir)  # only a directory this run made is removed
     run_dir = new_run_dir(run_dir)
     say(f"data: {data.description}")
     say(f"      {split.train.n_users:,} users, {split.train.n_items:,} items, "
@@ -224,7 +226,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                device=args.device, on_result=save)
     except BaseException:
         if not saved:  # nothing worth keeping: the same --out can be used again
-            shutil.rmtree(run_dir, ignore_errors=True)
+            discard_run_dir(run_dir, created)
         raise
     finish_run(run_dir, results)
     print_table(results)
@@ -233,7 +235,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         user = data.split.test.user_raw[int(data.split.test.user_ids[0])]
     for line in recommend_lines(run_dir, user, k=10):
         print(line)
-    say(f"run directory: {run_dir}  ({time.perf_counter() - t0:.0f}s in all)")
+    say(f"run directory: {printable(run_dir)}  ({time.perf_counter() - t0:.0f}s in all)")
     return 0
 
 
