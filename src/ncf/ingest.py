@@ -11,7 +11,6 @@ import datetime as _dt
 import inspect
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from ncf.datasets.loader import _find_titles
 from ncf.datasets.netflix import NetflixColumns, rating_lines, read_netflix_columns
 from ncf.errors import DataError, NcfError, about
 from ncf.interactions import Interactions
+from ncf.outputs import temporary_folder
 from ncf.prepare import compact, deduplicate, kcore, parse_count, subsample, to_implicit
 from ncf.sampling import MAX_BITSET_BYTES, KeySet, sample_candidates
 from ncf.split import Split, holdout_validation, latest_rows, leave_one_out, with_negatives
@@ -437,7 +437,7 @@ def prepare_netflix(
     titles = _find_titles(Path(path), "netflix")
     catalog = read_titles(titles) if titles is not None else None
     with storage.writing_prepared(out):  # the lock; leftovers of a killed run removed
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        tmp = temporary_folder(out)
         try:
             hashes: list[str] = []
             files: list[str] = []

@@ -139,9 +139,9 @@ def _flock(fd: int, lock: Path, out: Path, wait: bool, what: str) -> bool:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         if not wait:
-            raise NcfError(f"{out}: another ncf process{_holder(lock)} is writing this {what}; "
-                           "wait for it to finish, or choose another output") from None
-        notice(f"waiting for another ncf process{_holder(lock)} writing {out}")
+            raise NcfError(f"{out}: another ncf process{_holder(lock)} is writing it; wait "
+                           "for it to finish, or choose another output") from None
+        notice(f"waiting for another ncf process{_holder(lock)} writing the {what} {out}")
         fcntl.flock(fd, fcntl.LOCK_EX)
     # the holder before us removes the file as it lets go: then lock the file now there
     try:
@@ -217,6 +217,17 @@ def release_all() -> None:
     for out in list(_HELD):
         _HELD[out].count = 1
         _release(out)
+
+
+def temporary_folder(out: Path, kind: str = "tmp") -> Path:
+    """A new hidden folder ``.NAME.KIND-XXXXXXXX`` beside ``out`` to write it in, with the
+    permissions a plain ``mkdir`` gives (``mkdtemp`` makes it private, and so would the
+    folder it becomes)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{kind}-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)
+    return tmp
 
 
 # ------------------------------------------------------------------------ ownership

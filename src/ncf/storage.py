@@ -45,6 +45,7 @@ from ncf.outputs import (
     reclaim,
     replace_folder,
     resolve_output,
+    temporary_folder,
 )
 from ncf.runs import existing_ancestor
 from ncf.split import Split
@@ -376,7 +377,7 @@ def save_prepared(
         "fingerprint": fingerprint(arrays),
     }
     with writing_prepared(out):
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        tmp = temporary_folder(out)
         try:
             _write_all(tmp, split, catalog, meta)
             swap_in(tmp, out)

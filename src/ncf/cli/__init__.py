@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import io
 import math
 import os
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from ncf.errors import NcfError, printable
+from ncf.outputs import release_all
 
 #: Seeds are drawn from 0..MAX_SEED (what every generator we seed accepts).
 MAX_SEED = 2**32 - 1
@@ -82,8 +84,9 @@ class _Guarded(io.TextIOBase):
     closed pipe as in ``ncf train | head -3``, a full disk), the rest is dropped and the
     command goes on (its results are in files, not on the terminal)."""
 
-    def __init__(self, stream: TextIO, name: str) -> None:
-        self.stream, self.name, self.lost = stream, name, False
+    def __init__(self, stream: TextIO | None, name: str) -> None:
+        # ``None``: the descriptor was closed when Python started (``ncf ... >&-``)
+        self.stream, self.name, self.lost = stream or io.StringIO(), name, stream is None
 
     def _lose(self, exc: OSError) -> None:
         self.lost = True
@@ -116,7 +119,7 @@ class _Guarded(io.TextIOBase):
         return not self.lost and self.stream.isatty()
 
     def fileno(self) -> int:
-        return self.stream.fileno()
+        return self.stream.fileno()  # io.UnsupportedOperation for a closed descriptor
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
@@ -169,9 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     removing temporary files; anything unforeseen exits 1 with one line (``NCF_DEBUG=1``
     shows the traceback instead).
     """
-    global _STDERR
-    from ncf.outputs import release_all
-
+    global _STDERR, _OUT_OF_MEMORY
+    _OUT_OF_MEMORY = False
     _standard_files()
     saved = sys.stdout, sys.stderr
     _STDERR = _Guarded(sys.stderr, "stderr")
@@ -183,19 +185,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(str(exc))
         return 2
     except OSError as exc:  # missing files, full disks, permissions
+        if exc.errno == errno.ENOMEM:
+            return _no_memory(str(exc))
         name = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         _error(f"{name}{exc.strerror or exc}")
         return 2
-    except (MemoryError, RuntimeError) as exc:
-        # numpy's MemoryError, torch's allocator RuntimeError, threads refused under a
-        # memory limit; any other RuntimeError is a bug (the last resort below)
+    except (MemoryError, RuntimeError, ImportError) as exc:
+        # numpy's MemoryError, torch's allocator RuntimeError, threads or libraries refused
+        # under a memory limit; any other is a bug (the last resort below)
         text = str(exc)
         if not isinstance(exc, MemoryError) and not any(m in text for m in _NO_MEMORY):
             return _unforeseen(exc)
-        first = (text.strip().splitlines() or [type(exc).__name__])[0]
-        _error(f"not enough memory ({first}): use smaller data or options "
-               "(--batch-size, --negatives, --factors)")
-        return 2
+        return _no_memory(text or type(exc).__name__)
     except KeyboardInterrupt:
         print("ncf: interrupted", file=sys.stderr)
         return 130
@@ -208,8 +209,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout, sys.stderr = saved
 
 
-#: How running out of memory reads in a RuntimeError (torch's allocator, Python's threads).
-_NO_MEMORY = ("can't allocate memory", "can't start new thread", "out of memory")
+#: How running out of memory reads in a RuntimeError (torch's allocator, Python's threads)
+#: or an ImportError (a library that cannot be mapped into memory).
+_NO_MEMORY = ("can't allocate memory", "can't start new thread", "out of memory",
+              "failed to map segment", "cannot allocate memory")
+_OUT_OF_MEMORY = False
+
+
+def _no_memory(text: str) -> int:
+    global _OUT_OF_MEMORY
+    _OUT_OF_MEMORY = True
+    lines = text.strip().splitlines() or ["MemoryError"]
+    first = next((ln.strip() for ln in lines if any(m in ln for m in _NO_MEMORY)), lines[0])
+    _error(f"not enough memory ({first}): use smaller data or options "
+           "(--batch-size, --negatives, --factors)")
+    return 2
+
+
+def console() -> None:
+    """The `ncf` console script: :func:`main`, then exit with its status.
+
+    After running out of memory the process ends at once (its files are closed and
+    flushed already): tearing down an interpreter whose libraries failed to start their
+    threads has been seen to crash after the error line.
+    """
+    code = main()
+    if _OUT_OF_MEMORY:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
+        os._exit(code)
+    sys.exit(code)
 
 
 def _unforeseen(exc: BaseException) -> int:
@@ -227,4 +259,4 @@ def _unforeseen(exc: BaseException) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console()
