@@ -7,6 +7,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+_LINE_ENDS = re.compile(r"\s*[\r\n]+\s*")
+
 
 class NcfError(ValueError):
     """Base class of every error `ncf` raises on purpose (the CLI prints it as one line)."""
@@ -24,12 +26,12 @@ class DataError(NcfError):
     def __init__(self, message: str, path: str | Path | None = None, line: int | None = None):
         self.path = None if path is None else str(path)
         self.line = line
-        self.reason = message
+        self.reason = _LINE_ENDS.sub(" ", message.strip())  # a library's reason may run on
         where = ""
         if self.path is not None:
             where = self.path if line is None else f"{self.path}, line {line}"
             where += ": "
-        super().__init__(where + message)
+        super().__init__(where + self.reason)
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import zipfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -158,7 +157,10 @@ class Recommender(ABC):
                 meta = json.loads(bytes(z["meta"]).decode())
                 arrays = {k[2:]: z[k] for k in z.files if k.startswith("a_")}
                 indptr, indices = z["seen_indptr"], z["seen_indices"]
-        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        except MemoryError:
+            raise
+        except Exception as exc:  # numpy's parser of a damaged file raises
+            # OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError, zip errors...
             raise DataError(f"unreadable model file ({type(exc).__name__}); train again, or "
                             "restore it", path=path) from None
         try:

@@ -20,7 +20,6 @@ import io
 import json
 import os
 import tempfile
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import datetime, timezone
@@ -212,7 +211,10 @@ def load_catalog(path: str | Path) -> dict[str, np.ndarray] | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             catalog = {k: z[k] for k in z.files}
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:  # numpy's parser of a damaged file raises
+        # OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError, zip errors...
         raise DataError(f"unreadable catalog ({type(exc).__name__})", path=path) from None
     if not {"item_raw", "titles", "years"} <= catalog.keys():
         raise DataError("not a catalog of ncf (item_raw, titles, years)", path=path)

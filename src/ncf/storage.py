@@ -440,7 +440,10 @@ def _read_meta(folder: Path) -> dict[str, Any]:
 def _load_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:  # numpy's parser of a damaged file raises
+        # OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError, zip errors...
         raise DataError(f"unreadable .npy file: {exc}", path=path) from None
 
 

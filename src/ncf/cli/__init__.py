@@ -200,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ncf: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - the last resort: one line, never a traceback
+    except Exception as exc:  # the last resort: one line, never a traceback
         return _unforeseen(exc)
     finally:
         release_all()

@@ -169,7 +169,10 @@ def _load_table(path: Path, delimiter: str | None, header: bool) -> Any:
         )
     except pa.ArrowInvalid as e:
         number, first = next(((n, t) for n, t in iter_lines(path) if t.strip()), (1, ""))
-        ncols = len(next(csv.reader([first], delimiter=delim), []))
+        try:
+            ncols = len(next(csv.reader([first], delimiter=delim), []))
+        except csv.Error:  # a line end inside a field: only the count matters here
+            ncols = first.count(delim) + 1
         if problem := _csv_problem(first, delim, ncols):
             raise DataError(problem, path=path, line=number) from None
         raise first_bad_line(
@@ -338,7 +341,11 @@ def read_table(
     table = _load_table(path, delimiter, header)
     if table.num_rows == 0:
         raise DataError("no data rows", path=path)
-    names = list(table.column_names)
+    try:
+        names = list(table.column_names)
+    except UnicodeDecodeError:
+        raise DataError("the header is not UTF-8 text", path=path,
+                        line=None if path.suffix.lower() in _PARQUET else 1) from None
 
     def column(col: Column) -> Any:
         return table.column(_resolve(names, col, path))  # by index: names may repeat
