@@ -44,7 +44,7 @@ TEST = b"0\t2\t4\t978300770\n1\t1\t5\t978300771\n"
 NEGATIVE = b"(0,2)\t3\t4\n(1,1)\t3\t4\n"
 TITLES = {
     "movie_titles.csv": b"1,2003,Dinosaur Planet\n2,NULL,Isle of Man, TT 2004\n3,1997,Ch\xe2teau\n",
-    "u.item": b"1|Toy Story (1995)|01-Jan-1995||http://x|0|0\n2|GoldenEye (1995)|01-Jan-1995||x|0\n",
+    "u.item": b"1|Toy Story (1995)|01-Jan-1995||http://x|0|0\n2|GoldenEye (1995)|1995||x|0\n",
     "movies.dat": b"1::Toy Story (1995)::Animation|Children's\n2::Jumanji (1995)::Adventure\n",
     "movies.csv": b'movieId,title,genres\n1,Toy Story (1995),Comedy\n2,"Heat, The (1995)",Action\n',
 }

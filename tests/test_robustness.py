@@ -436,3 +436,52 @@ def test_locks_are_released_by_every_command(synth: Path, tmp_path: Path, no_hoo
         _run(capsys, *argv)
     # the prepared folder's parents stay; those made for failed commands are removed again
     assert sorted(os.listdir(tmp_path)) == ["a"] and _hidden(tmp_path / "a" / "b") == []
+
+
+def test_shared_caches_wait_for_the_other_process(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "ml-100k"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, ncf.outputs as o\no.hold_output(sys.argv[1])\n"
+         "print('held', flush=True)\nsys.stdin.readline()", str(out)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    notes: list[str] = []
+
+    def waiting(text: str) -> None:  # the holder lets go only once we wait for it
+        notes.append(text)
+        assert holder.stdin is not None
+        holder.stdin.write("done\n")
+        holder.stdin.flush()
+
+    monkeypatch.setattr(outputs, "notice", waiting)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with outputs.output_lock(out, wait=True, what="data set"):
+            assert holder.wait(TIMEOUT) == 0
+    finally:
+        holder.kill()
+        holder.wait(TIMEOUT)
+    assert notes == [f"waiting for another ncf process (pid {holder.pid}) writing the data set "
+                     f"{out}"]
+    assert _hidden(tmp_path) == []
+
+
+def test_experiment_leftovers_and_a_broken_run_configuration(
+        synth: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from ncf.experiments.run import ExperimentOptions, run_experiment
+    from ncf.sources import resolve_training_data
+
+    data = resolve_training_data(str(synth))
+    out = tmp_path / "report"
+    options = ExperimentOptions(seeds=(0,), factors=(8,), models=("itempop",))
+    run_experiment("factors", data, options, out, plots=False)
+    for folder in (out, out / "cells"):  # atomic writes killed half-way
+        (folder / ".results.csv.abc123.tmp").write_text("half")
+    run_experiment("factors", data, options, out, plots=False)
+    assert not list(out.rglob("*.tmp")) and (out / "report.md").is_file()
+    run = tmp_path / "run"  # a run directory whose configuration was edited
+    (run / "models").mkdir(parents=True)
+    (run / "models" / "gmf.npz").write_bytes(b"")
+    (run / "config.json").write_text(json.dumps({"data": {"path": str(synth), "seed": "0"}}))
+    code, _, err = _run(capsys, "evaluate", run)
+    assert code == 2 and f"{run / 'config.json'}: data.seed is '0'" in err
+    _one_line(err)

@@ -569,8 +569,8 @@ def write_synth_netflix(
     """
     out = resolve_output(out_dir)
     _check_out(out)
-    model = _build_model(int(n_ratings), int(seed), n_users, n_items)  # checks before writing
     with output_lock(out, what="synthetic set"):
+        model = _build_model(int(n_ratings), int(seed), n_users, n_items)  # checks sizes
         reclaim(out, ".synth-", _is_work)
         return _write(out, model, seed)
 
