@@ -485,3 +485,16 @@ def test_experiment_leftovers_and_a_broken_run_configuration(
     code, _, err = _run(capsys, "evaluate", run)
     assert code == 2 and f"{run / 'config.json'}: data.seed is '0'" in err
     _one_line(err)
+
+
+def test_no_terminal_control_reaches_the_terminal(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    import ncf.cli.data as data_cmd
+
+    def prints_a_title(args):  # type: ignore[no-untyped-def]
+        print("title\x1b]0;pwned\x07 \x9b2J\tok")  # as if read from a file, not escaped
+        print("progress\r", end="", file=sys.stderr)
+        return 0
+
+    monkeypatch.setattr(data_cmd, "cmd_inspect", prints_a_title)
+    code, out, err = _run(capsys, "data", "inspect", "x")
+    assert code == 0 and out == "title\\x1b]0;pwned\\x07 \\x9b2J\tok\n" and err == "progress\r"

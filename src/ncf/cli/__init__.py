@@ -7,6 +7,7 @@ import errno
 import io
 import math
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -103,7 +104,7 @@ class _Guarded(io.TextIOBase):
     def write(self, text: str) -> int:
         if not self.lost:
             try:
-                self.stream.write(text)
+                self.stream.write(_TERMINAL.sub(_escaped, text))
             except OSError as exc:
                 self._lose(exc)
         return len(text)
@@ -127,6 +128,14 @@ class _Guarded(io.TextIOBase):
 
 
 _STDERR = _Guarded(sys.stderr, "stderr")
+#: Control characters ncf never prints on purpose (it prints tabs, line ends and ``\r``
+#: only): escaped on the way out, so that no name or title read from a file can drive the
+#: terminal, whichever message carries it.
+_TERMINAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return repr(match.group())[1:-1]
 
 
 def _standard_files() -> None:
