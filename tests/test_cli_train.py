@@ -328,3 +328,76 @@ def test_running_out_of_memory_is_one_line_and_leaves_no_run(tmp_path: Path, mon
     err = capsys.readouterr().err
     assert err.startswith("ncf: error: not enough memory (Unable to allocate 14.0 GiB")
     assert err.count("\n") == 1 and not out.exists()
+
+
+def _rewrite_npz(path: Path, **changes: np.ndarray) -> None:
+    """Replace arrays of a saved ``.npz`` (as someone editing the file would)."""
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays.update(changes)
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def test_tampered_model_and_catalog_files_are_one_line(run_dir: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                       capsys) -> None:
+    import shutil
+
+    from ncf.report import load_model
+
+    rec = load_model(run_dir, "gmf")
+    user = ["--user", str(rec.user_raw[0])]
+    gmf = Path("models") / "gmf.npz"
+    with np.load(run_dir / gmf) as z:
+        weights, item_raw = z["a_w.user.weight"], z["a_item_raw"]
+        seen = z["seen_indices"]
+        meta = json.loads(bytes(z["meta"]).decode())
+    huge = {**meta, "n_users": 10**12, "params": {**meta["params"], "hyper": {
+        **meta["params"]["hyper"], "n_users": 10**12}}}
+    cases = [
+        (gmf, {"a_w.user.weight": weights[:-1]}, "weight user.weight has shape"),
+        (gmf, {"a_item_raw": item_raw[:-1]}, "its item id map holds"),
+        (gmf, {"a_item_raw": item_raw[::-1].copy()}, "its item ids are not sorted"),
+        (gmf, {"seen_indices": np.r_[rec.n_items + 5, seen[1:]]}, "an item index outside"),
+        (gmf, {"seen_indices": np.r_[-1, seen[1:]]}, "an item index outside"),
+        (gmf, {"meta": np.frombuffer(json.dumps(huge).encode(), np.uint8)},
+         "row pointers for 1000000000000 users"),
+        (gmf, {"meta": np.frombuffer(b"[1]", np.uint8)}, "metadata is not an object"),
+        (Path("catalog.npz"), {"titles": np.array(["a", "b"])}, "ids, 2 titles"),
+    ]
+    for name, changes, message in cases:
+        broken = tmp_path / "broken"
+        shutil.rmtree(broken, ignore_errors=True)
+        shutil.copytree(run_dir, broken)
+        _rewrite_npz(broken / name, **changes)
+        commands = [["recommend", str(broken), *user, "--model", "gmf"]]
+        if name == gmf:  # evaluate reads no titles
+            commands.append(["evaluate", str(broken)])
+        for argv in commands:
+            assert main(argv) == 2, (argv, message)
+            err = capsys.readouterr().err
+            assert err.startswith(f"ncf: error: {broken / name}: ") and message in err, err
+            assert err.count("\n") == 1
+
+
+def test_titles_with_terminal_escapes_are_printed_escaped(run_dir: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                          capsys) -> None:
+    import shutil
+
+    from ncf.report import load_model
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    with np.load(run / "catalog.npz") as z:
+        titles = z["titles"].astype(object)
+    titles[:] = "\x1b[2J\x1b]0;pwned\x07Title\nSecond line"
+    _rewrite_npz(run / "catalog.npz", titles=titles.astype(str))
+    user = str(load_model(run).user_raw[0])
+    assert main(["recommend", str(run), "--user", user, "-k", "3"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert len(lines) == 4 and "\x1b" not in out and "\x07" not in out
+    assert "  \\x1b[2J\\x1b]0;pwned\\x07Title\\nSecond line" in lines[1]
+    assert main(["recommend", str(run), "--user", user, "-k", "3", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)  # JSON keeps the title as it is, escaped by JSON
+    assert rows[0]["title"] == "\x1b[2J\x1b]0;pwned\x07Title\nSecond line"

@@ -496,3 +496,49 @@ def test_time_zones_all_or_none(tmp_path: Path) -> None:
                                         r"none") as e:
         load(mixed)
     assert "\n" not in str(e.value)
+
+
+def _parquet_cases(folder: Path) -> dict[str, tuple[Path, str]]:
+    """Broken Parquet files, each with the reason its error must give."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def table(name: str, user: object, item: object = (1, 2)) -> Path:
+        pq.write_table(pa.table({"user": user, "item": pa.array(item)}), folder / name)
+        return folder / name
+
+    good = table("good.parquet", pa.array([1, 2]))
+    data = good.read_bytes()
+    (folder / "junk.parquet").write_bytes(b"PAR1 junk, not Parquet PAR1")
+    (folder / "cut.parquet").write_bytes(data[: len(data) // 2])
+    return {
+        "junk": (folder / "junk.parquet", "not a readable Parquet file"),
+        "truncated": (folder / "cut.parquet", "not a readable Parquet file"),
+        "list": (table("list.parquet", pa.array([[1], [2]])),
+                 "the user column holds list<element: int64>: ids must be integers or text"),
+        "struct": (table("struct.parquet", pa.array([{"a": 1}, {"a": 2}])),
+                   "the user column holds struct<a: int64>: ids must be integers or text"),
+        "binary": (table("bin.parquet", pa.array([b"\xff\xfe", b"ok"], pa.binary())),
+                   "the user column holds bytes that are not UTF-8 text"),
+        "item map": (table("map.parquet", pa.array([1, 2]), pa.array(
+            [[("a", 1)], [("b", 2)]], pa.map_(pa.string(), pa.int64()))),
+            "the item column holds map<string, int64"),
+    }
+
+
+@pytest.mark.parametrize("case", ["junk", "truncated", "list", "struct", "binary", "item map"])
+def test_broken_parquet_is_one_line_naming_the_file(tmp_path: Path, case: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from ncf.cli import main
+
+    path, reason = _parquet_cases(tmp_path)[case]
+    with pytest.raises(DataError, match=reason) as e:
+        load(path)
+    assert e.value.path == str(path) and "\n" not in str(e.value)
+    for argv in (["data", "inspect", str(path)],
+                 ["data", "prepare", str(path), "--out", str(tmp_path / "out")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"ncf: error: {path}: ") and reason in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+    assert load(tmp_path / "good.parquet").interactions.user_raw.tolist() == [1, 2]

@@ -284,23 +284,37 @@ def test_folder_unzipped_by_hand_is_checked_and_used_without_network(
         fetch("ml-100k", cache_dir=cache, base_url=offline)
 
 
-def test_stale_leftovers_are_removed(
+def test_leftovers_of_interrupted_runs_are_removed(
     served: tuple[_Server, Path], cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server, files = served
     _use_zip(monkeypatch, _make_zip(files / "ml-100k.zip", {"ml-100k/u.data": U_DATA}))
     cache.mkdir()
-    old_part = cache / ".ml-100k.abc.zip.part"
-    old_part.write_bytes(b"half")
+    (cache / ".ml-100k.abc.zip.part").write_bytes(b"half")
     (cache / ".ml-100k.def.extract").mkdir()
-    recent_part = cache / ".ml-100k.ghi.zip.part"  # maybe another process downloading now
-    recent_part.write_bytes(b"half")
-    day_ago = time.time() - 2 * 24 * 3600
-    os.utime(old_part, (day_ago, day_ago))
-    os.utime(cache / ".ml-100k.def.extract", (day_ago, day_ago))
-
+    (cache / ".ml-100k.ghi.zip.part").write_bytes(b"half")  # however recent: the lock is ours
+    (cache / ".ml-1m.jkl.zip.part").write_bytes(b"half")  # another data set's: not touched
     fetch("ml-100k", cache_dir=cache, base_url=server.url, quiet=True)
-    assert _leftovers(cache) == [".ml-100k.ghi.zip.part", "ml-100k"]
+    assert _leftovers(cache) == [".ml-1m.jkl.zip.part", "ml-100k"]
+
+
+def test_a_folder_with_files_of_the_users_is_never_replaced(
+    served: tuple[_Server, Path], cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, files = served
+    _use_zip(monkeypatch, _make_zip(files / "ml-100k.zip", {"ml-100k/u.data": U_DATA,
+                                                            "ml-100k/u.item": b"1|A|"}))
+    (cache / "ml-100k").mkdir(parents=True)
+    (cache / "ml-100k" / "my_notes.txt").write_text("mine")
+    with pytest.raises(NcfError, match=r"ml-100k: not replacing it .*my_notes\.txt"):
+        fetch("ml-100k", cache_dir=cache, base_url=server.url, quiet=True)
+    assert os.listdir(cache / "ml-100k") == ["my_notes.txt"]
+    assert _leftovers(cache) == ["ml-100k"]
+    # a folder of the archive's own files (u.data deleted by hand) is completed
+    (cache / "ml-100k" / "my_notes.txt").unlink()
+    (cache / "ml-100k" / "u.item").write_bytes(b"1|A|")
+    fetch("ml-100k", cache_dir=cache, base_url=server.url, quiet=True)
+    assert (cache / "ml-100k" / "u.data").read_bytes() == U_DATA
 
 
 def test_unknown_name_lists_the_known_ones(cache: Path) -> None:

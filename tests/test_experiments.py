@@ -220,6 +220,12 @@ def test_cli_quick_run_on_a_table_file(tmp_path: Path, capsys: pytest.CaptureFix
                                  "negatives=4 std"]
     assert main(argv) == 0 and "[1/" not in capsys.readouterr().out  # nothing recomputed
     assert main(["experiment", "factors", "--data", str(data), "--models", "nope"]) == 2
+    cell = sorted((out / "cells").iterdir())[0]
+    cell.write_bytes(b"\xff not a cell")
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ncf: error: {cell}: not a cell result of ncf") and err.count("\n") == 1
 
 
 def test_names_and_errors(tiny: TrainingData, tmp_path: Path) -> None:
@@ -343,3 +349,29 @@ def test_out_and_cells_must_be_folders(tiny: TrainingData, tmp_path: Path,
     again = run_experiment("negatives", tiny, opts, tmp_path / "other", cells_dir=cells,
                            plots=False)
     assert again.stats.reused > 0
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"[1, 2]", "a JSON list, not an object"),
+    (b"\xff\xfe{}", "UnicodeDecodeError"),
+    (b'{"config": 1', "JSONDecodeError"),
+    (None, "no test full metrics"),
+])
+def test_broken_cell_files_are_one_line_naming_them(
+        tiny: TrainingData, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        content: bytes | None, message: str) -> None:
+    opts = ExperimentOptions(seeds=(0,), factors=(8,), models=("itempop",), quick=True)
+    out = tmp_path / "report"
+    run_experiment("factors", tiny, opts, out, plots=False)
+    cell = next((out / "cells").iterdir())
+    if content is None:  # the cell of this configuration with a key of its result removed
+        stored = json.loads(cell.read_text())
+        del stored["result"]["test"]["full"]
+        content = json.dumps(stored).encode()
+    cell.write_bytes(content)
+    with pytest.raises(NcfError, match=f"{cell.name}: not a cell result of ncf \\({message}"):
+        run_experiment("factors", tiny, opts, out, plots=False)
+    assert cell.read_bytes() == content  # left for the user to look at, or delete
+    cell.unlink()
+    run_experiment("factors", tiny, opts, out, plots=False)  # computed again
+    assert json.loads(cell.read_text())["result"]["test"]["full"]["hr"] >= 0

@@ -6,6 +6,7 @@ import errno
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -268,3 +269,71 @@ def test_load_detects_changed_or_corrupt_files(prepared: Path) -> None:
     (prepared / "test.parquet").write_bytes(b"garbage")
     with pytest.raises(DataError, match=r"test\.parquet: unreadable Parquet"):
         load_prepared(prepared)
+
+
+def _tamper(folder: Path, name: str, array: np.ndarray) -> None:
+    """Replace one ``.npy`` of a prepared folder and recompute the fingerprint, as a careful
+    editor would: only the range checks can tell then."""
+    from dataclasses import replace
+
+    np.save(folder / name, array, allow_pickle=False)
+    meta = json.loads((folder / "meta.json").read_text())
+    good = _split()
+    field = name.removesuffix(".npy")
+    arrays = storage._arrays(replace(good, **{field: array}) if field.endswith("negatives")
+                             else good)
+    if field in ("users", "items"):
+        arrays = [(n, array if n == field else a) for n, a in arrays]
+    meta["fingerprint"] = storage.fingerprint(arrays)
+    (folder / "meta.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(("name", "change", "message"), [
+    ("test_negatives.npy", lambda a: np.where(a == a[0, 0], 6, a), r"candidate item index 6 "
+     r"outside 0\.\.5"),
+    ("validation_negatives.npy", lambda a: np.where(a == a[0, 0], -1, a),
+     r"candidate item index -1 outside"),
+    ("test_negatives.npy", lambda a: a.astype(np.float32), "expected a table of item indices"),
+    ("users.npy", lambda a: a[::-1].copy(), "ids are not sorted and distinct"),
+    ("items.npy", lambda a: a.reshape(2, 3), "expected one row of integer or text ids"),
+])
+def test_tampered_ids_are_refused_even_with_a_matching_fingerprint(
+        prepared: Path, name: str, change: Any, message: str) -> None:
+    _tamper(prepared, name, change(np.load(prepared / name)))
+    with pytest.raises(DataError, match=f"{name}: {message}"):
+        load_prepared(prepared)
+    with pytest.raises(DataError, match=f"{name}: {message}"):
+        load_prepared(prepared, verify=False)
+
+
+def test_tampered_columns_are_refused(prepared: Path) -> None:
+    import pyarrow as pa
+
+    table = pq.read_table(prepared / "train.parquet")
+    big = pa.array(np.full(table.num_rows, 2**40, dtype=np.int64))
+    pq.write_table(table.set_column(0, "user", big), prepared / "train.parquet")
+    with pytest.raises(DataError, match="train.parquet: column user holds values beyond int32"):
+        load_prepared(prepared, verify=False)
+    text = pa.array(["1"] * table.num_rows)
+    pq.write_table(table.set_column(1, "item", text), prepared / "train.parquet")
+    with pytest.raises(DataError, match="train.parquet: column item holds string, not numbers"):
+        load_prepared(prepared, verify=False)
+    catalog = pq.read_table(prepared / "catalog.parquet")
+    pq.write_table(catalog.set_column(0, "item", pa.array([310, 205, 100])),
+                   prepared / "catalog.parquet")
+    with pytest.raises(DataError, match="catalog.parquet: not a catalog table: item ids not "
+                                        "sorted"):
+        storage._catalog(prepared / "catalog.parquet")
+
+
+def test_the_train_command_names_a_tampered_file(prepared: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from ncf.cli import main
+
+    _tamper(prepared, "test_negatives.npy", np.full((6, 3), -1, dtype=np.int32))
+    assert main(["train", "--data", str(prepared), "--out", str(tmp_path / "run"),
+                 "--epochs", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"ncf: error: {prepared / 'test_negatives.npy'}: candidate item index -1 "
+                   "outside 0..5 (the file was edited?)\n")
+    assert not (tmp_path / "run").exists()

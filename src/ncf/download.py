@@ -34,11 +34,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ncf.errors import NcfError
+from ncf.outputs import output_lock, replace_folder
 
 OFFICIAL_URL = "https://files.grouplens.org/datasets/movielens"
 MARKER = ".ncf-verified"
 _CHUNK = 1 << 20
-_STALE_SECONDS = 24 * 3600
 _HEX_LENGTH = {"md5": 32, "sha1": 40, "sha256": 64}
 
 
@@ -200,8 +200,16 @@ def fetch(
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise NcfError(f"cannot create the cache folder {root}: {e.strerror or e}") from None
-    _remove_stale(spec, root)
+    with output_lock(target, wait=True, what="data set"):  # one download at a time
+        if (target / MARKER).is_file() and (root / spec.ratings).is_file():
+            return target  # installed by the process we waited for
+        _remove_leftovers(spec, root)
+        return _fetch_locked(spec, root, base_url, timeout, quiet)
 
+
+def _fetch_locked(spec: DatasetSpec, root: Path, base_url: str | None, timeout: float,
+                  quiet: bool) -> Path:
+    target = root / spec.folder
     local_zip = root / spec.filename
     if local_zip.is_file():
         _check_digest(
@@ -348,11 +356,11 @@ def _install(spec: DatasetSpec, zip_path: Path, root: Path) -> None:
         (staging / spec.folder / MARKER).write_text(
             f"{spec.name} {spec.algorithm}:{spec.checksum}\n", encoding="ascii"
         )
-        if target.exists():  # an incomplete folder (no ratings file or no marker): replace it
-            if (target / MARKER).is_file() and (root / spec.ratings).is_file():
-                return  # installed meanwhile by another process
-            shutil.rmtree(target)
-        os.replace(staging / spec.folder, target)
+        if os.path.lexists(target):  # incomplete (no ratings file): replaced only if ours
+            replace_folder(staging / spec.folder, target, _extracted_from(staging / spec.folder),
+                           f"{spec.name} data set")
+        else:
+            os.replace(staging / spec.folder, target)
     except OSError as e:
         if (target / MARKER).is_file() and (root / spec.ratings).is_file():
             return
@@ -381,15 +389,32 @@ def _adopt_unzipped(spec: DatasetSpec, root: Path) -> Path:
     return target
 
 
-def _remove_stale(spec: DatasetSpec, root: Path) -> None:
-    """Delete temporary files and folders an interrupted run left behind more than a day ago."""
-    now = time.time()
+def _extracted_from(fresh: Path) -> Callable[[Path], bool]:
+    """Ownership of a cached data set folder: everything in it is a file the archive holds
+    (as just extracted into ``fresh``) or the marker; a file of the user's keeps it."""
+    def names(folder: Path) -> set[str]:
+        return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+    archive = names(fresh) | {MARKER}
+
+    def owned(folder: Path) -> bool:
+        try:
+            return names(folder) <= archive
+        except OSError:
+            return False
+
+    return owned
+
+
+def _remove_leftovers(spec: DatasetSpec, root: Path) -> None:
+    """Delete the temporary files and folders an interrupted download or extraction left.
+
+    Called with the data set's lock held: no other ``ncf`` process is using them.
+    """
     for leftover in root.glob(f".{spec.name}.*"):
-        if not leftover.name.endswith((".zip.part", ".extract")):
+        if not leftover.name.endswith((".zip.part", ".extract")) or leftover.is_symlink():
             continue
         try:
-            if now - leftover.stat().st_mtime < _STALE_SECONDS:
-                continue
             if leftover.is_dir():
                 shutil.rmtree(leftover, ignore_errors=True)
             else:

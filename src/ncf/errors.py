@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
+from collections.abc import Iterator
 from pathlib import Path
+
+_LINE_ENDS = re.compile(r"\s*[\r\n]+\s*")
 
 
 class NcfError(ValueError):
@@ -21,9 +26,32 @@ class DataError(NcfError):
     def __init__(self, message: str, path: str | Path | None = None, line: int | None = None):
         self.path = None if path is None else str(path)
         self.line = line
-        self.reason = message
+        self.reason = _LINE_ENDS.sub(" ", message.strip())  # a library's reason may run on
         where = ""
         if self.path is not None:
             where = self.path if line is None else f"{self.path}, line {line}"
             where += ": "
-        super().__init__(where + message)
+        super().__init__(where + self.reason)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: object) -> str:
+    """``text`` safe for one terminal line: control characters (newlines, escape sequences)
+    written as ``\\n``, ``\\t`` or ``\\xNN``, so that a file name or a title cannot split a
+    message or drive the terminal."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], str(text))
+
+
+@contextlib.contextmanager
+def about(path: str | Path) -> Iterator[None]:
+    """Errors raised inside concern the data at ``path``: an :class:`NcfError` that names no
+    file (a split or sampling rule the data cannot meet) becomes a :class:`DataError` naming
+    ``path``; a :class:`DataError` keeps the file it names."""
+    try:
+        yield
+    except DataError:
+        raise
+    except NcfError as exc:
+        raise DataError(str(exc), path=path) from None

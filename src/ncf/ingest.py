@@ -11,7 +11,6 @@ import datetime as _dt
 import inspect
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,9 @@ from ncf.datasets import Catalog, load, read_netflix_probe, read_titles
 from ncf.datasets._common import SECONDS_PER_DAY
 from ncf.datasets.loader import _find_titles
 from ncf.datasets.netflix import NetflixColumns, rating_lines, read_netflix_columns
-from ncf.errors import DataError, NcfError
+from ncf.errors import DataError, NcfError, about
 from ncf.interactions import Interactions
+from ncf.outputs import temporary_folder
 from ncf.prepare import compact, deduplicate, kcore, parse_count, subsample, to_implicit
 from ncf.sampling import MAX_BITSET_BYTES, KeySet, sample_candidates
 from ncf.split import Split, holdout_validation, latest_rows, leave_one_out, with_negatives
@@ -87,46 +87,48 @@ def prepare_split(
         raise NcfError(f"negatives must be >= 0, got {negatives}")
     start = time.perf_counter()
     data = load(path, fmt)
-    if tie_break is None:
-        tie_break = "item_desc" if data.split is not None else "random"
-    options: dict[str, Any] = {
-        "format": data.format, "ratings": ratings, "subsample": subsample_strategy,
-        "seed": seed, "threshold": threshold, "min_user_ratings": min_user_ratings,
-        "min_item_ratings": min_item_ratings, "tie_break": tie_break,
-        "validation": validation, "negatives": negatives,
-        "sizes": {"read": _size(data.interactions)},
-    }
-    if data.split is not None:
-        changed = [name for name, value, default in (
-            ("ratings", ratings, None), ("threshold", threshold, None),
-            ("min_user_ratings", min_user_ratings, 0), ("min_item_ratings", min_item_ratings, 0),
-        ) if value != default]
-        if changed:
-            raise NcfError(f"{data.format} data come split already: {', '.join(changed)} "
-                           "cannot be applied")
-        split = data.split
-        if validation:
-            split = holdout_validation(split, tie_break=tie_break, seed=seed,  # type: ignore
-                                       n_negatives=negatives)
-    else:
-        x = to_implicit(data.interactions, threshold)
-        if data.format in ("netflix", "netflix-mv"):  # as prepare_netflix: no pair repeats
-            _refuse_repeated_pairs(x, path, list(data.sources))
+    with about(path):  # a rule these data cannot meet names their file
+        if tie_break is None:
+            tie_break = "item_desc" if data.split is not None else "random"
+        options: dict[str, Any] = {
+            "format": data.format, "ratings": ratings, "subsample": subsample_strategy,
+            "seed": seed, "threshold": threshold, "min_user_ratings": min_user_ratings,
+            "min_item_ratings": min_item_ratings, "tie_break": tie_break,
+            "validation": validation, "negatives": negatives,
+            "sizes": {"read": _size(data.interactions)},
+        }
+        if data.split is not None:
+            changed = [name for name, value, default in (
+                ("ratings", ratings, None), ("threshold", threshold, None),
+                ("min_user_ratings", min_user_ratings, 0),
+                ("min_item_ratings", min_item_ratings, 0),
+            ) if value != default]
+            if changed:
+                raise NcfError(f"{data.format} data come split already: {', '.join(changed)} "
+                               "cannot be applied")
+            split = data.split
+            if validation:
+                split = holdout_validation(split, tie_break=tie_break, seed=seed,  # type: ignore
+                                           n_negatives=negatives)
         else:
-            x = deduplicate(x)
-        options["sizes"]["positives"] = _size(x)
-        if ratings is not None:
-            x = subsample(x, ratings, subsample_strategy, seed)  # type: ignore[arg-type]
-            options["sizes"]["subsample"] = _size(x)
-        x = kcore(x, min_user_ratings, min_item_ratings) if (
-            min_user_ratings or min_item_ratings) else compact(x)
-        if len(x) == 0:
-            raise NcfError(f"{path}: no interaction left after filtering")
-        options["sizes"]["core"] = _size(x)
-        split = leave_one_out(x, validation=validation, tie_break=tie_break,  # type: ignore
-                              seed=seed)
-    if negatives:
-        split = with_negatives(split, n=negatives, seed=seed)
+            x = to_implicit(data.interactions, threshold)
+            if data.format in ("netflix", "netflix-mv"):  # as prepare_netflix: no pair repeats
+                _refuse_repeated_pairs(x, path, list(data.sources))
+            else:
+                x = deduplicate(x)
+            options["sizes"]["positives"] = _size(x)
+            if ratings is not None:
+                x = subsample(x, ratings, subsample_strategy, seed)  # type: ignore[arg-type]
+                options["sizes"]["subsample"] = _size(x)
+            x = kcore(x, min_user_ratings, min_item_ratings) if (
+                min_user_ratings or min_item_ratings) else compact(x)
+            if len(x) == 0:
+                raise NcfError("no interaction left after filtering")
+            options["sizes"]["core"] = _size(x)
+            split = leave_one_out(x, validation=validation, tie_break=tie_break,  # type: ignore
+                                  seed=seed)
+        if negatives:
+            split = with_negatives(split, n=negatives, seed=seed)
     options["sources"] = list(data.sources)
     options["seconds"] = round(time.perf_counter() - start, 3)
     return split, data.catalog, options
@@ -374,125 +376,127 @@ def prepare_netflix(
         clock = now
 
     c = read_netflix_columns(path, threads=threads)
-    sizes = {"read": _col_size(c)}
-    if threshold is not None:
-        c = _keep_rows(c, c.rating >= threshold)
-        sizes["positives"] = _col_size(c)
-    lap("read")
-    if ratings is not None:
-        rows = _subsample_rows(c.users, len(c.user_raw), ratings, subsample_strategy, seed)
-        if rows is not None:
-            c = _keep_rows(c, rows)
-        sizes["subsample"] = _col_size(c)
-    if not len(c):
-        raise NcfError(f"{path}: no interaction left after filtering")
-    keys = _sorted_keys(c)  # also the check that no pair repeats
-    lap("check")
-    n_users, n_items = len(c.user_raw), len(c.item_raw)
-    if probe is None:
-        split_meta: dict[str, Any] = {"method": "leave_one_out", "tie_break": tie_break,
-                                      "seed": seed, "min_interactions": 3 if validation else 2,
-                                      "timestamps": True}
-        small = np.bincount(c.users, minlength=n_users) < (3 if validation else 2)
-        skip = small[c.users] if small.any() else None
-        test_rows = latest_rows(c.users, c.day, c.items, n_users, skip, tie_break, seed)
-        if not len(test_rows):
-            raise NcfError(f"{path}: no user has enough ratings: nothing to evaluate")
-        held = np.zeros(len(c), dtype=bool) if skip is None else skip
+    with about(path):  # a rule these data cannot meet names their file
+        sizes = {"read": _col_size(c)}
+        if threshold is not None:
+            c = _keep_rows(c, c.rating >= threshold)
+            sizes["positives"] = _col_size(c)
+        lap("read")
+        if ratings is not None:
+            rows = _subsample_rows(c.users, len(c.user_raw), ratings, subsample_strategy, seed)
+            if rows is not None:
+                c = _keep_rows(c, rows)
+            sizes["subsample"] = _col_size(c)
+        if not len(c):
+            raise NcfError("no interaction left after filtering")
+        keys = _sorted_keys(c)  # also the check that no pair repeats
+        lap("check")
+        n_users, n_items = len(c.user_raw), len(c.item_raw)
+        if probe is None:
+            split_meta: dict[str, Any] = {"method": "leave_one_out", "tie_break": tie_break,
+                                          "seed": seed, "min_interactions": 3 if validation else 2,
+                                          "timestamps": True}
+            small = np.bincount(c.users, minlength=n_users) < (3 if validation else 2)
+            skip = small[c.users] if small.any() else None
+            test_rows = latest_rows(c.users, c.day, c.items, n_users, skip, tie_break, seed)
+            if not len(test_rows):
+                raise NcfError("no user has enough ratings: nothing to evaluate")
+            held = np.zeros(len(c), dtype=bool) if skip is None else skip
+            held[test_rows] = True
+            val_seed = seed + 1
+        else:
+            split_meta = {"method": "split_by_mask", "tie_break": tie_break, "seed": seed,
+                          "probe": str(Path(probe).absolute())}
+            held = _probe_mask(c, keys, probe)
+            test_rows = np.flatnonzero(held)
+            test_rows = test_rows[np.argsort(c.users[test_rows], kind="stable")]
+            train_counts = np.bincount(c.users, minlength=n_users) - np.bincount(
+                c.users[test_rows], minlength=n_users)
+            held |= (train_counts < 2)[c.users]
+            val_seed = seed
+        val_rows = None
+        if validation:
+            val_rows = latest_rows(c.users, c.day, c.items, n_users, held, tie_break, val_seed)
+        held[:] = False
         held[test_rows] = True
-        val_seed = seed + 1
-    else:
-        split_meta = {"method": "split_by_mask", "tie_break": tie_break, "seed": seed,
-                      "probe": str(Path(probe).absolute())}
-        held = _probe_mask(c, keys, probe)
-        test_rows = np.flatnonzero(held)
-        test_rows = test_rows[np.argsort(c.users[test_rows], kind="stable")]
-        train_counts = np.bincount(c.users, minlength=n_users) - np.bincount(
-            c.users[test_rows], minlength=n_users)
-        held |= (train_counts < 2)[c.users]
-        val_seed = seed
-    val_rows = None
-    if validation:
-        val_rows = latest_rows(c.users, c.day, c.items, n_users, held, tie_break, val_seed)
-    held[:] = False
-    held[test_rows] = True
-    if val_rows is not None:
-        held[val_rows] = True
-    lap("split")
-    cands: dict[str, np.ndarray] = {}
-    if negatives:
-        ks = _keyset(keys, n_items)
-        cands["test"] = sample_candidates(c.users[test_rows], ks, n_items, n=negatives, seed=seed,
-                                          user_raw=c.user_raw)
         if val_rows is not None:
-            cands["validation"] = sample_candidates(c.users[val_rows], ks, n_items, n=negatives,
-                                                    seed=seed + 1, user_raw=c.user_raw)
-        del ks
-    del keys
-    lap("candidates")
+            held[val_rows] = True
+        lap("split")
+        cands: dict[str, np.ndarray] = {}
+        if negatives:
+            ks = _keyset(keys, n_items)
+            cands["test"] = sample_candidates(c.users[test_rows], ks, n_items, n=negatives,
+                                              seed=seed, user_raw=c.user_raw)
+            if val_rows is not None:
+                cands["validation"] = sample_candidates(c.users[val_rows], ks, n_items, n=negatives,
+                                                        seed=seed + 1, user_raw=c.user_raw)
+            del ks
+        del keys
+        lap("candidates")
 
     titles = _find_titles(Path(path), "netflix")
     catalog = read_titles(titles) if titles is not None else None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        hashes: list[str] = []
-        files: list[str] = []
-        counts: dict[str, Any] = {"users": n_users, "items": n_items}
-        np.logical_not(held, out=held)
-        counts["train"] = _write_part(tmp, "train", c, held, hashes)
-        del held
-        counts["validation"] = None
-        files.append("train.parquet")
-        if val_rows is not None:
-            counts["validation"] = _write_part(tmp, "validation", c, val_rows, hashes)
-            files.append("validation.parquet")
-        counts["test"] = _write_part(tmp, "test", c, test_rows, hashes)
-        files.append("test.parquet")
-        counts["negatives"] = negatives or None
-        for part in ("test", "validation"):
-            if part in cands:
-                name = f"{part}_negatives"
-                np.save(tmp / f"{name}.npy", cands[part], allow_pickle=False)
-                h = storage.ArrayHash(name, np.int32)
-                h.update(cands[part])
+    with storage.writing_prepared(out):  # the lock; leftovers of a killed run removed
+        tmp = temporary_folder(out)
+        try:
+            hashes: list[str] = []
+            files: list[str] = []
+            counts: dict[str, Any] = {"users": n_users, "items": n_items}
+            np.logical_not(held, out=held)
+            counts["train"] = _write_part(tmp, "train", c, held, hashes)
+            del held
+            counts["validation"] = None
+            files.append("train.parquet")
+            if val_rows is not None:
+                counts["validation"] = _write_part(tmp, "validation", c, val_rows, hashes)
+                files.append("validation.parquet")
+            counts["test"] = _write_part(tmp, "test", c, test_rows, hashes)
+            files.append("test.parquet")
+            counts["negatives"] = negatives or None
+            for part in ("test", "validation"):
+                if part in cands:
+                    name = f"{part}_negatives"
+                    np.save(tmp / f"{name}.npy", cands[part], allow_pickle=False)
+                    h = storage.ArrayHash(name, np.int32)
+                    h.update(cands[part])
+                    hashes.append(h.line())
+                    files.append(f"{name}.npy")
+            for name, raw in (("users", c.user_raw), ("items", c.item_raw)):
+                np.save(tmp / f"{name}.npy", raw, allow_pickle=False)
+                h = storage.ArrayHash(name, raw.dtype)
+                h.update(raw)
                 hashes.append(h.line())
                 files.append(f"{name}.npy")
-        for name, raw in (("users", c.user_raw), ("items", c.item_raw)):
-            np.save(tmp / f"{name}.npy", raw, allow_pickle=False)
-            h = storage.ArrayHash(name, raw.dtype)
-            h.update(raw)
-            hashes.append(h.line())
-            files.append(f"{name}.npy")
-        options: dict[str, Any] = {
-            "format": "netflix", "ratings": ratings, "subsample": subsample_strategy,
-            "seed": seed, "threshold": threshold, "min_user_ratings": 0, "min_item_ratings": 0,
-            "tie_break": tie_break, "validation": validation, "negatives": negatives,
-            "probe": None if probe is None else str(probe), "sizes": sizes,
-            "sources": list(c.sources),
-        }
-        meta = {
-            "format": storage.FORMAT, "version": storage.FORMAT_VERSION,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "counts": counts, "columns": {"rating": True, "timestamp": True},
-            "options": storage.jsonable(options), "split": storage.jsonable(split_meta),
-            "data": {"format": "netflix"}, "sources": storage.source_info(list(c.sources)),
-            "fingerprint": storage.combine_hashes(hashes),
-        }
-        if catalog is not None:
-            storage.write_catalog(tmp, catalog)
-            files.append("catalog.parquet")
-        (tmp / storage.META).write_text(json.dumps({**meta, "files": files}, indent=2,
-                                                   default=storage.json_default) + "\n")
-        for name in [*files, storage.META]:
-            storage.fsync(tmp / name)
-        storage.fsync(tmp)
-        lap("write")
-        storage.swap_in(tmp, out)
-    except OSError as exc:
-        raise NcfError(f"{out}: could not write the prepared data: {exc.strerror or exc}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            options: dict[str, Any] = {
+                "format": "netflix", "ratings": ratings, "subsample": subsample_strategy,
+                "seed": seed, "threshold": threshold, "min_user_ratings": 0, "min_item_ratings": 0,
+                "tie_break": tie_break, "validation": validation, "negatives": negatives,
+                "probe": None if probe is None else str(probe), "sizes": sizes,
+                "sources": list(c.sources),
+            }
+            meta = {
+                "format": storage.FORMAT, "version": storage.FORMAT_VERSION,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "counts": counts, "columns": {"rating": True, "timestamp": True},
+                "options": storage.jsonable(options), "split": storage.jsonable(split_meta),
+                "data": {"format": "netflix"}, "sources": storage.source_info(list(c.sources)),
+                "fingerprint": storage.combine_hashes(hashes),
+            }
+            if catalog is not None:
+                storage.write_catalog(tmp, catalog)
+                files.append("catalog.parquet")
+            (tmp / storage.META).write_text(json.dumps({**meta, "files": files}, indent=2,
+                                                       default=storage.json_default) + "\n")
+            for name in [*files, storage.META]:
+                storage.fsync(tmp / name)
+            storage.fsync(tmp)
+            lap("write")
+            storage.swap_in(tmp, out)
+        except OSError as exc:
+            raise NcfError(f"{out}: could not write the prepared data: "
+                           f"{exc.strerror or exc}") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     options["seconds"] = seconds
     return out, options
 

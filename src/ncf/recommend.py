@@ -15,7 +15,7 @@ import torch
 from ncf.errors import NcfError
 from ncf.interactions import Interactions, lookup_raw
 from ncf.models import NCFModule, build_model
-from ncf.recommender import Recommender, register
+from ncf.recommender import Recommender, check_raw_ids, register
 from ncf.training import EvalTarget, History, TrainConfig, model_scorer, train
 
 
@@ -71,14 +71,18 @@ class NCFRecommender(Recommender):
         return arrays, {"kind": self.model.kind, "hyper": self.model.hyper()}
 
     def _load_state(self, arrays: dict[str, np.ndarray], params: dict[str, Any]) -> None:
-        self.model = build_model(params["kind"], **params["hyper"])
-        state = {k[2:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("w.")}
-        self.model.load_state_dict(state)
+        kind, hyper = params.get("kind"), params.get("hyper")
+        if not isinstance(kind, str) or not isinstance(hyper, dict):
+            raise NcfError("no model kind or hyper-parameters")
+        state = {k[2:]: v for k, v in arrays.items() if k.startswith("w.")}
+        _check_weights(kind, hyper, state, self.n_users, self.n_items)
+        self.model = build_model(kind, **hyper)
+        self.model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
         self.model.eval()
         self.config = TrainConfig()
         self.validation, self.history = None, None
-        self.user_raw = arrays.get("user_raw")
-        self.item_raw = arrays.get("item_raw")
+        self.user_raw = check_raw_ids(arrays.get("user_raw"), self.n_users, "user")
+        self.item_raw = check_raw_ids(arrays.get("item_raw"), self.n_items, "item")
 
     # raw ids ---------------------------------------------------------------------
     def user_of(self, raw: Any) -> int:
@@ -95,6 +99,29 @@ class NCFRecommender(Recommender):
             return np.empty(0, dtype=np.int64)
         m: sp.csr_matrix = self._seen
         return m.indices[m.indptr[user] : m.indptr[user + 1]].astype(np.int64)
+
+
+def _check_weights(kind: str, hyper: dict[str, Any], state: dict[str, np.ndarray], n_users: int,
+                   n_items: int) -> None:
+    """The saved weights must be exactly those of the model ``hyper`` describes (checked on
+    torch's meta device first: a tampered size allocates nothing)."""
+    try:
+        with torch.device("meta"):
+            shapes = build_model(kind, **hyper)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        raise NcfError(f"hyper-parameters {hyper} do not describe a {kind} model "
+                       f"({type(exc).__name__})") from None
+    if (shapes.n_users, shapes.n_items) != (n_users, n_items):
+        raise NcfError(f"a {shapes.n_users} x {shapes.n_items} model in a file of "
+                       f"{n_users} users x {n_items} items")
+    expected = {k: tuple(v.shape) for k, v in shapes.state_dict().items()}
+    for name in sorted(expected.keys() | state.keys()):
+        found = state.get(name)
+        if found is None or name not in expected:
+            raise NcfError(f"weight {name} {'missing' if found is None else 'unexpected'}")
+        if found.shape != expected[name] or found.dtype.kind != "f":
+            raise NcfError(f"weight {name} has shape {found.shape} ({found.dtype}), the model "
+                           f"needs {expected[name]}")
 
 
 def _lookup(raw_ids: np.ndarray | None, raw: Any, what: str) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ncf.errors import NcfError
+from ncf.errors import DataError, NcfError
 from ncf.interactions import Interactions
 
 
@@ -129,32 +129,95 @@ class Recommender(ABC):
             meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
         )
         path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        try:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         try:
             with os.fdopen(fd, "wb") as fh:
                 np.savez(fh, **payload)
             os.replace(tmp, path)
+        except OSError as exc:  # a full disk: name the file, not only "File too large"
+            Path(tmp).unlink(missing_ok=True)
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
 
     @classmethod
     def load(cls, path: str | Path) -> Recommender:
-        """Read a model written by :meth:`save` (``allow_pickle=False``: no code runs on load)."""
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(bytes(z["meta"]).decode())
-            arrays = {k[2:]: z[k] for k in z.files if k.startswith("a_")}
-            indptr, indices = z["seen_indptr"], z["seen_indices"]
-        target = _REGISTRY.get(meta["name"], cls)
-        model = target.__new__(target)
-        Recommender.__init__(model)
-        model.n_users, model.n_items = meta["n_users"], meta["n_items"]
-        model._seen = sp.csr_matrix(
-            (np.ones(len(indices), dtype=np.float32), indices, indptr),
-            shape=(model.n_users, model.n_items),
-        )
-        model._load_state(arrays, meta["params"])
+        """Read a model written by :meth:`save` (``allow_pickle=False``: no code runs on load).
+
+        Raises:
+            DataError: naming ``path``, when it is unreadable or its contents do not fit
+                together (shapes, id maps, seen items outside the model's items).
+        """
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(bytes(z["meta"]).decode())
+                arrays = {k[2:]: z[k] for k in z.files if k.startswith("a_")}
+                indptr, indices = z["seen_indptr"], z["seen_indices"]
+        except MemoryError:
+            raise
+        except Exception as exc:  # numpy's parser of a damaged file raises
+            # OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError, zip errors...
+            raise DataError(f"unreadable model file ({type(exc).__name__}); train again, or "
+                            "restore it", path=path) from None
+        try:
+            n_users, n_items, name, params = _check_meta(meta)
+            target = _REGISTRY.get(name, cls)
+            model = target.__new__(target)
+            Recommender.__init__(model)
+            model.n_users, model.n_items = n_users, n_items
+            model._seen = _seen_matrix(indptr, indices, n_users, n_items)
+            model._load_state(arrays, params)
+        except NcfError as exc:
+            raise DataError(f"not a model ncf can use: {exc} (the file was edited?)",
+                            path=path) from None
         return model
+
+
+def _check_meta(meta: Any) -> tuple[int, int, str, dict[str, Any]]:
+    """``(n_users, n_items, name, params)`` of a saved model's metadata, checked."""
+    if not isinstance(meta, dict):
+        raise NcfError("its metadata is not an object")
+    n_users, n_items = meta.get("n_users"), meta.get("n_items")
+    for what, n in (("n_users", n_users), ("n_items", n_items)):
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise NcfError(f"{what} is {n!r}")
+    name, params = meta.get("name"), meta.get("params")
+    if not isinstance(name, str) or not isinstance(params, dict):
+        raise NcfError("no model name or parameters")
+    return n_users, n_items, name, params  # type: ignore[return-value]
+
+
+def _seen_matrix(indptr: np.ndarray, indices: np.ndarray, n_users: int,
+                 n_items: int) -> sp.csr_matrix:
+    """The ``user_items`` matrix of a saved model, its index arrays checked first."""
+    if indptr.dtype.kind not in "iu" or indices.dtype.kind not in "iu":
+        raise NcfError("seen items are not integer arrays")
+    if indptr.shape != (n_users + 1,) or indices.ndim != 1:
+        raise NcfError(f"seen items: {indptr.shape} row pointers for {n_users} users")
+    if n_users and (indptr[0] != 0 or indptr[-1] != len(indices)
+                    or bool(np.any(np.diff(indptr) < 0))):
+        raise NcfError("seen items: row pointers out of order")
+    if len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= n_items):
+        raise NcfError(f"seen items: an item index outside 0..{n_items - 1}")
+    return sp.csr_matrix(
+        (np.ones(len(indices), dtype=np.float32), indices, indptr), shape=(n_users, n_items))
+
+
+def check_raw_ids(raw: Any, n: int, what: str) -> np.ndarray | None:
+    """A saved raw-id map: ``None``, or one id per dense index, sorted and distinct."""
+    if raw is None:
+        return None
+    raw = np.asarray(raw)
+    if raw.ndim != 1 or len(raw) != n or raw.dtype.kind not in "iuU":
+        raise NcfError(f"its {what} id map holds {raw.shape} ids of type {raw.dtype}, "
+                       f"expected {n}")
+    if n > 1 and not bool(np.all(raw[1:] > raw[:-1])):
+        raise NcfError(f"its {what} ids are not sorted and distinct")
+    return raw
 
 
 _REGISTRY: dict[str, type[Recommender]] = {}

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import time
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ncf.errors import NcfError
+from ncf.errors import DataError, NcfError, printable
 from ncf.interactions import Interactions
 from ncf.plots import plot_comparison, plot_curves
 from ncf.recommend import NCFRecommender
@@ -112,14 +110,9 @@ def load_model(run_dir: Path, model: str = "neumf") -> NCFRecommender:
     if not path.exists():
         have = run_models(Path(run_dir))
         raise NcfError(f"{path}: no such model in this run (have: {', '.join(have) or 'none'})")
-    try:
-        rec = NCFRecommender.load(path)
-    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile,
-            json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise NcfError(f"{path}: unreadable model file ({type(exc).__name__}); train again, "
-                       "or restore it") from None
+    rec = NCFRecommender.load(path)  # DataError naming the file when it is broken
     if not isinstance(rec, NCFRecommender):
-        raise NcfError(f"{path}: not an NCF model")
+        raise DataError("not an NCF model", path=path)
     return rec
 
 
@@ -130,6 +123,10 @@ def recommend_rows(run_dir: Path, user: Any, k: int = 10, model: str = "neumf",
     dense = rec.user_of(user)
     ids, scores = rec.recommend(np.array([dense]), k=k, filter_seen=filter_seen)
     catalog = load_catalog(Path(run_dir) / "catalog.npz")
+    if catalog is not None and rec.item_raw is not None and (
+            (catalog["item_raw"].dtype.kind == "U") != (rec.item_raw.dtype.kind == "U")):
+        raise DataError("its item ids are not those of the model (the file was edited?)",
+                        path=Path(run_dir) / "catalog.npz")
     rows = []
     kept = np.isfinite(scores[0])  # excluded items only fill rows past the unseen ones
     for rank, (i, s) in enumerate(zip(ids[0][kept], scores[0][kept]), start=1):
@@ -151,6 +148,7 @@ def recommend_lines(run_dir: Path, user: Any, k: int = 10, model: str = "neumf",
     """:func:`recommend_rows` as lines for a terminal."""
     rows = recommend_rows(run_dir, user, k, model, filter_seen)
     rec_name = NAMES.get(model, model)
+    user = printable(user)
     out = [f"top-{k} for user {user} ({rec_name}; items already rated excluded)"
            if filter_seen else f"top-{k} for user {user} ({rec_name})"]
     if len(rows) < k:
@@ -158,7 +156,8 @@ def recommend_lines(run_dir: Path, user: Any, k: int = 10, model: str = "neumf",
     for r in rows:
         title = r.get("title")
         label = f"{title} ({r['year']})" if title and r.get("year") else (title or "")
-        out.append(f"{r['rank']:3d}. item {r['item']:<8} {r['score']:.3f}  {label}".rstrip())
+        item = printable(r["item"])
+        out.append(f"{r['rank']:3d}. item {item:<8} {r['score']:.3f}  {printable(label)}".rstrip())
     return out
 
 
@@ -173,6 +172,12 @@ def evaluate_run(run_dir: Path, data: str | None = None, fmt: str | None = None,
     if not isinstance(prov, dict):
         raise NcfError(f"{Path(run_dir) / 'config.json'}: not the configuration of a run "
                        "(no 'data' section)")
+    for key, kinds in (("path", (str,)), ("format", (str,)), ("ratings", (str, int)),
+                       ("seed", (int,))):
+        value = prov.get(key)
+        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
+            raise DataError(f"data.{key} is {value!r} (the file was edited?)",
+                            path=Path(run_dir) / "config.json")
     names = run_models(Path(run_dir))
     if not names:
         raise NcfError(f"{run_dir}: no trained model in this run (models/ is empty)")
@@ -183,7 +188,7 @@ def evaluate_run(run_dir: Path, data: str | None = None, fmt: str | None = None,
     # the run's own data are read as they were; other data are detected afresh
     d = resolve_training_data(data=source, fmt=fmt or (prov.get("format") if own else None),
                               ratings=prov.get("ratings") if own else None,
-                              seed=prov.get("seed", 0))
+                              seed=prov.get("seed") or 0)
     train = d.split.train
     out: dict[str, Any] = {}
     for name in names:

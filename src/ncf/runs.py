@@ -20,7 +20,6 @@ import io
 import json
 import os
 import tempfile
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import datetime, timezone
@@ -29,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ncf.errors import NcfError
+from ncf.errors import DataError, NcfError
 
 
 def existing_ancestor(path: str | Path) -> Path:
@@ -42,11 +41,16 @@ def existing_ancestor(path: str | Path) -> Path:
 
 
 def plan_run_dir(out: str | Path | None, base: str | Path = "runs") -> Path:
-    """The run directory to use (a fresh timestamped one by default), checked but not created."""
+    """The run directory to use (a fresh timestamped one by default), checked but not created.
+
+    A symbolic link is followed to the folder it names (see :func:`ncf.outputs.resolve_output`).
+    """
+    from ncf.outputs import resolve_output
+
     if out is None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         out = Path(base) / f"run-{stamp}"
-    path = Path(out)
+    path = resolve_output(out) if Path(out).is_symlink() else Path(out)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise NcfError(f"{path}: the run directory exists and is not empty; choose another --out")
     parent = existing_ancestor(path.absolute().parent)
@@ -66,10 +70,63 @@ def new_run_dir(out: str | Path | None, base: str | Path = "runs") -> Path:
     return path
 
 
+#: What a run directory holds: ``folder -> file names`` (``""`` is the directory itself).
+RUN_FILES = {
+    "": ("config.json", "metrics.json", "catalog.npz"),
+    "history": tuple(f"{m}.csv" for m in ("gmf", "mlp", "neumf")),
+    "models": tuple(f"{m}.npz" for m in ("gmf", "mlp", "neumf")),
+    "plots": (*(f"{m}.png" for m in ("gmf", "mlp", "neumf")), "comparison.png"),
+}
+
+
+def _temporary(name: str) -> bool:
+    """A temporary file of :func:`atomic_write` or of a model being saved."""
+    return name.endswith((".tmp", ".tmp.png"))
+
+
+def discard_run_dir(path: str | Path, created: bool) -> None:
+    """Undo a run that failed before anything worth keeping was written.
+
+    Removes the files of a run (:data:`RUN_FILES`, temporary files) and its sub-folders when
+    they are empty then, and the directory itself only when this process ``created`` it and
+    it is empty then: a folder the user made, or anything the user put in it, stays.
+    """
+    from ncf.outputs import checkpoint
+
+    root = Path(path)
+    checkpoint("remove", root)
+    for sub, names in RUN_FILES.items():
+        folder = root / sub
+        try:
+            entries = list(folder.iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_file() and (entry.name in names or _temporary(entry.name)):
+                entry.unlink(missing_ok=True)
+        if sub:
+            try:
+                folder.rmdir()
+            except OSError:
+                pass  # not empty: something else is in it
+    if created:
+        try:
+            root.rmdir()
+        except OSError:
+            pass
+
+
 def atomic_write(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary sibling and ``os.replace``."""
+    """Write ``data`` to ``path`` via a temporary sibling and ``os.replace``.
+
+    Raises:
+        OSError: naming ``path`` (a full disk: "No space left on device", "File too large").
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -79,6 +136,9 @@ def atomic_write(path: str | Path, data: bytes) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -112,7 +172,11 @@ def read_json(path: str | Path) -> Any:
     except FileNotFoundError:
         raise NcfError(f"{path}: missing (is this a run directory of `ncf train`?)") from None
     except json.JSONDecodeError as exc:
-        raise NcfError(f"{path}, line {exc.lineno}: invalid JSON ({exc.msg})") from None
+        raise DataError(f"invalid JSON ({exc.msg})", path=path, line=exc.lineno) from None
+    except UnicodeDecodeError:
+        raise DataError("not UTF-8 text (the file was edited?)", path=path) from None
+    except OSError as exc:
+        raise DataError(f"unreadable ({exc.strerror or exc})", path=path) from None
 
 
 def write_history(path: str | Path, records: Sequence[Mapping[str, Any]]) -> Path:
@@ -135,15 +199,33 @@ def save_catalog(path: str | Path, item_raw: np.ndarray, titles: np.ndarray,
 
 
 def load_catalog(path: str | Path) -> dict[str, np.ndarray] | None:
-    """The catalog of a run, or ``None`` when the data had no titles."""
+    """The catalog of a run, or ``None`` when the data had no titles.
+
+    Raises:
+        DataError: naming the file, when it is unreadable or its arrays do not fit together
+            (one title and year per item id, ids sorted).
+    """
     path = Path(path)
     if not path.exists():
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
             catalog = {k: z[k] for k in z.files}
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
-        raise NcfError(f"{path}: unreadable catalog ({type(exc).__name__})") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # numpy's parser of a damaged file raises
+        # OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError, zip errors...
+        raise DataError(f"unreadable catalog ({type(exc).__name__})", path=path) from None
     if not {"item_raw", "titles", "years"} <= catalog.keys():
-        raise NcfError(f"{path}: not a catalog of ncf (item_raw, titles, years)")
+        raise DataError("not a catalog of ncf (item_raw, titles, years)", path=path)
+    ids, titles, years = catalog["item_raw"], catalog["titles"], catalog["years"]
+    if not (ids.ndim == titles.ndim == years.ndim == 1 and len(ids) == len(titles) == len(years)):
+        raise DataError(f"not a catalog of ncf: {len(ids)} ids, {len(titles)} titles and "
+                        f"{len(years)} years (the file was edited?)", path=path)
+    if titles.dtype.kind != "U" or years.dtype.kind not in "iu" or ids.dtype.kind not in "iuU":
+        raise DataError("not a catalog of ncf: wrong array types (the file was edited?)",
+                        path=path)
+    if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
+        raise DataError("not a catalog of ncf: item ids not sorted (the file was edited?)",
+                        path=path)
     return catalog

@@ -7,13 +7,13 @@ validation items and candidates, the item titles, and the provenance recorded in
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ncf.errors import NcfError
+from ncf.outputs import output_lock, remove_folder
 from ncf.split import Split
 
 
@@ -30,17 +30,20 @@ class TrainingData:
 def synthetic_source(n_ratings: int, seed: int, say: Callable[..., None]) -> Path:
     """The cached synthetic Netflix-format set of that size and seed, written once."""
     from ncf.download import cache_root
-    from ncf.synth import write_synth_netflix
+    from ncf.synth import is_synth_folder, write_synth_netflix
 
     target = cache_root() / f"synth-netflix-{n_ratings}-seed{seed}"
     if (target / "movie_titles.csv").exists():
         return target
-    say(f"writing a synthetic Netflix-format set of {n_ratings:,} ratings to {target}")
-    tmp = target.with_name(target.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    write_synth_netflix(tmp, n_ratings, seed=seed)
-    os.replace(tmp, target)
+    with output_lock(target, wait=True, what="synthetic set"):  # another run may write it
+        if (target / "movie_titles.csv").exists():
+            return target
+        say(f"writing a synthetic Netflix-format set of {n_ratings:,} ratings to {target}")
+        tmp = target.with_name(target.name + ".partial")
+        if tmp.exists():  # left by a killed run (the lock is ours): removed if it is one
+            remove_folder(tmp, is_synth_folder)
+        write_synth_netflix(tmp, n_ratings, seed=seed)
+        os.replace(tmp, target)
     return target
 
 
@@ -82,9 +85,13 @@ def resolve_training_data(
     if not is_prepared(path):
         options = {"fmt": fmt, "ratings": ratings, "seed": seed}
     split, catalog, meta = load_split(path, **options)
-    if split.validation is None or split.validation_negatives is None:
+    if split.validation is None:
         raise NcfError(f"{path}: the split has no validation items, which training needs to "
                        "choose its epochs: prepare the data again without --no-validation")
+    if split.validation_negatives is None:
+        raise NcfError(f"{path}: the split has no candidates for its validation items, which "
+                       "training needs to choose its epochs: prepare the data again with "
+                       "--negatives 99 (it was prepared with --negatives 0)")
     kind = "prepared split" if is_prepared(path) else f"{meta.get('format', 'detected')} data"
     provenance = {"path": str(path.resolve()), "format": meta.get("format", fmt),
                   "ratings": ratings, "seed": seed, "synthetic": synthetic,

@@ -19,12 +19,14 @@ into place, so a failure leaves either no folder or the previous prepared folder
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,15 @@ import pyarrow.parquet as pq
 from ncf.datasets import Catalog
 from ncf.errors import DataError, NcfError
 from ncf.interactions import Interactions
+from ncf.outputs import (
+    files_only,
+    hold_output,
+    output_lock,
+    reclaim,
+    replace_folder,
+    resolve_output,
+    temporary_folder,
+)
 from ncf.runs import existing_ancestor
 from ncf.split import Split
 
@@ -88,7 +99,8 @@ def check_output_dir(out_dir: str | Path) -> Path:
 
     Accepted: a missing folder whose nearest existing parent is a writable folder, an
     empty folder, or a previous prepared folder holding only its own files (replaced on
-    success); a folder with anything else in it is never replaced.
+    success); a folder with anything else in it is never replaced. A symbolic link is
+    followed to the folder it names.
 
     Args:
         out_dir: the output folder.
@@ -99,7 +111,7 @@ def check_output_dir(out_dir: str | Path) -> Path:
     Raises:
         NcfError: with a one-line reason otherwise.
     """
-    out = Path(out_dir).absolute()
+    out = resolve_output(out_dir)
     if out.exists() and not out.is_dir():
         raise NcfError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not _replaceable(out):
@@ -112,6 +124,32 @@ def check_output_dir(out_dir: str | Path) -> Path:
         Path(tempfile.mkdtemp(prefix=".ncf-probe-", dir=parent)).rmdir()
     except OSError as exc:
         raise NcfError(f"{out}: cannot write in {parent}: {exc.strerror or exc}") from None
+    return out
+
+
+#: Every file a prepared folder (or its temporary folder while written) may hold.
+_OWN_FILES = {*(f"{p}.parquet" for p in _PARTS), "test_negatives.npy",
+              "validation_negatives.npy", "users.npy", "items.npy", "catalog.parquet", META}
+
+
+@contextlib.contextmanager
+def writing_prepared(out: Path) -> Iterator[Path]:
+    """Hold ``out``'s lock (one ncf process per output) while it is written; once held,
+    the temporary folders an earlier killed write left beside it are removed."""
+    with output_lock(out, what="prepared folder") as path:
+        leftovers = files_only(lambda name: name in _OWN_FILES)
+        for kind in ("tmp", "old"):
+            reclaim(path.parent, f".{path.name}.{kind}-", leftovers)
+        yield path
+
+
+def claim_output_dir(out_dir: str | Path) -> Path:
+    """:func:`check_output_dir`, then hold the output's lock until the command ends
+    (:func:`ncf.outputs.release_all`), removing what an earlier killed write left."""
+    out = check_output_dir(out_dir)
+    hold_output(out, what="prepared folder")
+    with writing_prepared(out):
+        pass
     return out
 
 
@@ -338,36 +376,24 @@ def save_prepared(
         "sources": source_info(list(sources)),
         "fingerprint": fingerprint(arrays),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        _write_all(tmp, split, catalog, meta)
-        swap_in(tmp, out)
-    except OSError as exc:
-        raise NcfError(f"{out}: could not write the prepared data: {exc.strerror or exc}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful swap
+    with writing_prepared(out):
+        tmp = temporary_folder(out)
+        try:
+            _write_all(tmp, split, catalog, meta)
+            swap_in(tmp, out)
+        except OSError as exc:
+            raise NcfError(f"{out}: could not write the prepared data: "
+                           f"{exc.strerror or exc}") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful swap
     return out
 
 
 def swap_in(tmp: Path, out: Path) -> None:
-    """Rename ``tmp`` to ``out``; a previous ``out`` is moved aside first, restored on failure."""
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old)  # ``old`` is an empty folder: replace is allowed
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    fsync(out.parent)
-    if old is not None:
-        try:
-            shutil.rmtree(old, ignore_errors=True)
-        except KeyboardInterrupt:  # the new folder is in place: finish, and report success
-            shutil.rmtree(old, ignore_errors=True)
+    """Rename ``tmp`` to ``out``; a previous ``out`` is replaced only if it still is an empty
+    folder or a prepared folder of its own files (checked right before), restored on failure.
+    """
+    replace_folder(tmp, out, _replaceable, "prepared folder")
 
 
 # ---------------------------------------------------------------------------- loading
@@ -414,8 +440,36 @@ def _read_meta(folder: Path) -> dict[str, Any]:
 def _load_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:  # numpy's parser of a damaged file raises
+        # OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError, zip errors...
         raise DataError(f"unreadable .npy file: {exc}", path=path) from None
+
+
+def _raw_ids(path: Path) -> np.ndarray:
+    """``users.npy`` / ``items.npy``: the raw id of every dense index, sorted and distinct
+    (lookups by raw id search them)."""
+    raw = _load_npy(path)
+    if raw.ndim != 1 or raw.dtype.kind not in "iuU":
+        raise DataError(f"expected one row of integer or text ids, got shape {raw.shape} of "
+                        f"{raw.dtype}", path=path)
+    if len(raw) > 1 and not bool(np.all(raw[1:] > raw[:-1])):
+        raise DataError("ids are not sorted and distinct (the file was edited?)", path=path)
+    return raw
+
+
+def _candidates(path: Path, n_items: int) -> np.ndarray:
+    """``*_negatives.npy``: one row of item indices per held-out row, each in range."""
+    neg = _load_npy(path)
+    if neg.ndim != 2 or neg.dtype.kind not in "iu":
+        raise DataError(f"expected a table of item indices, got shape {neg.shape} of "
+                        f"{neg.dtype}", path=path)
+    if neg.size and (int(neg.min()) < 0 or int(neg.max()) >= n_items):
+        bad = int(neg.min()) if int(neg.min()) < 0 else int(neg.max())
+        raise DataError(f"candidate item index {bad} outside 0..{n_items - 1} (the file was "
+                        "edited?)", path=path)
+    return neg.astype(np.int32, copy=False)
 
 
 def _load_table(path: Path) -> pa.Table:
@@ -438,7 +492,14 @@ def _interactions(path: Path, user_raw: np.ndarray, item_raw: np.ndarray,
         column = table.column(name)
         if column.null_count:
             raise DataError(f"column {name} has missing values", path=path)
-        return column.to_numpy().astype(dtype, copy=False)
+        kind = column.type
+        if not (pa.types.is_integer(kind) or (name == "rating" and pa.types.is_floating(kind))):
+            raise DataError(f"column {name} holds {kind}, not numbers", path=path)
+        values = column.to_numpy()
+        if values.size and np.dtype(dtype).kind == "i" and values.dtype.kind in "iu" and (
+                int(values.min()) < np.iinfo(dtype).min or int(values.max()) > np.iinfo(dtype).max):
+            raise DataError(f"column {name} holds values beyond {np.dtype(dtype)}", path=path)
+        return values.astype(dtype, copy=False)
 
     try:
         return Interactions(
@@ -454,14 +515,19 @@ def _interactions(path: Path, user_raw: np.ndarray, item_raw: np.ndarray,
 def _catalog(path: Path) -> Catalog:
     table = _load_table(path)
     try:
-        years = table.column("year").fill_null(-1).to_numpy().astype(np.int32)
-        return Catalog(
-            item_raw=table.column("item").to_numpy(),
-            titles=np.array(table.column("title").to_pylist(), dtype=str),
-            years=years,
-        )
-    except (KeyError, pa.ArrowException) as exc:
-        raise DataError(f"not a catalog table: {exc}", path=path) from None
+        item, title, year = (table.column(name) for name in ("item", "title", "year"))
+    except KeyError as exc:
+        raise DataError(f"not a catalog table: no column {exc}", path=path) from None
+    if not (pa.types.is_integer(item.type) and pa.types.is_integer(year.type)
+            and pa.types.is_string(title.type)) or item.null_count or title.null_count:
+        raise DataError(f"not a catalog table: columns item {item.type}, title {title.type}, "
+                        f"year {year.type}", path=path)
+    item_raw = item.to_numpy()
+    if len(item_raw) > 1 and not bool(np.all(item_raw[1:] > item_raw[:-1])):
+        raise DataError("not a catalog table: item ids not sorted (the file was edited?)",
+                        path=path)
+    return Catalog(item_raw=item_raw, titles=np.array(title.to_pylist(), dtype=str),
+                   years=year.fill_null(-1).to_numpy().astype(np.int32))
 
 
 def load_prepared(path: str | Path, verify: bool = True) -> Prepared:
@@ -481,8 +547,8 @@ def load_prepared(path: str | Path, verify: bool = True) -> Prepared:
     folder = Path(path)
     meta = _read_meta(folder)
     files = set(meta["files"])
-    user_raw = _load_npy(folder / "users.npy")
-    item_raw = _load_npy(folder / "items.npy")
+    user_raw = _raw_ids(folder / "users.npy")
+    item_raw = _raw_ids(folder / "items.npy")
     data_meta = {**meta.get("data", {}), "sources": [s["path"] for s in meta.get("sources", [])]}
     parts = {
         p: _interactions(folder / f"{p}.parquet", user_raw, item_raw, data_meta)
@@ -492,7 +558,8 @@ def load_prepared(path: str | Path, verify: bool = True) -> Prepared:
     if parts["train"] is None or parts["test"] is None:
         raise DataError("meta.json lists no train.parquet or test.parquet", path=folder / META)
     negatives = {
-        p: _load_npy(folder / f"{p}_negatives.npy") if f"{p}_negatives.npy" in files else None
+        p: _candidates(folder / f"{p}_negatives.npy", len(item_raw))
+        if f"{p}_negatives.npy" in files else None
         for p in ("test", "validation")
     }
     try:

@@ -18,6 +18,7 @@ lines, movies ascending, ``\\n`` line ends) and ``movie_titles.csv`` (ISO-8859-1
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ncf.errors import NcfError
+from ncf.outputs import checkpoint, output_lock, reclaim, remove_folder, resolve_output
 
 MAX_ITEMS = 17_770
 MAX_USERS = 480_189
@@ -499,6 +501,37 @@ FILES = (*(f"combined_data_{i}.txt" for i in range(1, 5)), "movie_titles.csv")
 MARKER = "synth.json"
 
 
+#: What the temporary folder ``.synth-*`` of a write holds (bucket files, then the set).
+_WORK_FILES = {*(f"{b}.{c}" for b in range(4) for c in ("cust", "movie", "rating", "day")),
+               *FILES, MARKER}
+
+
+def _own_name(name: str) -> bool:
+    return name in (*FILES, MARKER)
+
+
+def is_synth_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds an earlier synthetic set (its ``synth.json``) or a part of
+    one, and nothing else but the temporary folders of its writes."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return False
+    files = {p.name for p in entries if not p.name.startswith(".synth-")}
+    work = [p for p in entries if p.name.startswith(".synth-")]
+    return (not files or MARKER in files) and all(
+        (p.is_file() and _own_name(p.name)) for p in entries if p.name in files
+    ) and all(_is_work(p) for p in work)
+
+
+def _is_work(folder: Path) -> bool:
+    try:
+        return folder.is_dir() and not folder.is_symlink() and all(
+            p.is_file() and p.name in _WORK_FILES for p in folder.iterdir())
+    except OSError:
+        return False
+
+
 def _check_out(out: Path) -> None:
     """Refuse to write into a folder holding anything but an earlier synthetic set (a real
     Netflix download has the same file names)."""
@@ -507,7 +540,7 @@ def _check_out(out: Path) -> None:
     if not out.is_dir():
         return
     entries = {p.name for p in out.iterdir() if not p.name.startswith(".synth-")}
-    if entries and not (MARKER in entries and entries <= {*FILES, MARKER}):
+    if entries and not is_synth_folder(out):
         raise NcfError(f"{out}: folder is not empty and holds no earlier synthetic set "
                        f"(no {MARKER}); not overwriting it")
 
@@ -524,6 +557,8 @@ def write_synth_netflix(
     Args:
         out_dir: folder to write (created if needed): empty, or holding an earlier synthetic
             set (its ``synth.json`` says so), which is replaced once every file is complete.
+            It is locked while written (another ``ncf`` process writing it is refused), and
+            the temporary folders of an earlier killed write in it are removed.
         n_ratings: number of ratings, 1,000 to 100,000,000 and beyond.
         seed: random seed; the same seed and sizes give byte-identical files.
         n_users: number of customers (default about ``n_ratings / 200``, at most 480,189).
@@ -532,9 +567,15 @@ def write_synth_netflix(
     Returns:
         A :class:`SynthInfo` with the paths and counts.
     """
-    out = Path(out_dir)
+    out = resolve_output(out_dir)
     _check_out(out)
-    model = _build_model(int(n_ratings), int(seed), n_users, n_items)  # checks before writing
+    with output_lock(out, what="synthetic set"):
+        model = _build_model(int(n_ratings), int(seed), n_users, n_items)  # checks sizes
+        reclaim(out, ".synth-", _is_work)
+        return _write(out, model, seed)
+
+
+def _write(out: Path, model: _Model, seed: int) -> SynthInfo:
     created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -550,6 +591,8 @@ def write_synth_netflix(
         (work / MARKER).write_text(json.dumps({
             "format": "ncf-synth-netflix", "ratings": int(sum(file_ratings)), "seed": int(seed),
             "users": n_users_seen, "items": n_items_seen, "files": list(FILES)}) + "\n")
+        checkpoint("replace", out)
+        _check_out(out)  # again, right before its files are replaced
         files = []
         for name in FILES:
             os.replace(work / name, out / name)
@@ -561,7 +604,8 @@ def write_synth_netflix(
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if created and not done:
-            shutil.rmtree(out, ignore_errors=True)
+            with contextlib.suppress(NcfError):  # what is not ours stays
+                remove_folder(out, lambda folder: not any(folder.iterdir()))
     return SynthInfo(
         out_dir=out, files=tuple(files), n_ratings=int(sum(file_ratings)),
         n_users=n_users_seen, n_items=n_items_seen, n_titles=model.n_items,

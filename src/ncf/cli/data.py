@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ncf.cli import finite_float, seed_arg
+from ncf.errors import printable
 from ncf.interactions import Interactions
 
 QUANTILES = {"min": 0, "25%": 25, "50%": 50, "75%": 75, "90%": 90, "99%": 99, "max": 100}
@@ -142,8 +143,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(stats))
         return 0
     lines = [
-        f"path        {stats['path']}",
-        f"format      {fmt}",
+        f"path        {printable(stats['path'])}",
+        f"format      {printable(fmt)}",
         f"users       {stats['users']:,}",
         f"items       {stats['items']:,}",
         f"ratings     {stats['ratings']:,}",
@@ -180,10 +181,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from ncf.errors import NcfError
     from ncf.ingest import prepare_netflix, prepare_split
     from ncf.prepare import parse_count
-    from ncf.storage import check_output_dir, load_prepared, save_prepared
+    from ncf.storage import claim_output_dir, load_prepared, save_prepared
 
     start = time.perf_counter()
-    out = check_output_dir(args.out)  # before any heavy work
+    out = claim_output_dir(args.out)  # checked and locked before any heavy work
     ratings = None if args.ratings is None else parse_count(args.ratings)
     common = dict(ratings=ratings, subsample_strategy=args.subsample, seed=args.seed,
                   threshold=args.threshold, tie_break=args.tie_break,
@@ -204,7 +205,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                   "negatives": None if split.test_negatives is None
                   else split.test_negatives.shape[1]}
     size = sum(f.stat().st_size for f in path.iterdir())
-    print(f"prepared {options['format']} data from {args.path} "
+    print(f"prepared {options['format']} data from {printable(args.path)} "
           f"in {time.perf_counter() - start:.1f} s")
     for step, s in options["sizes"].items():
         print(f"  {step:<10} {s['ratings']:>12,} ratings {s['users']:>9,} users "
@@ -218,7 +219,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     print("  split      " + ", ".join(held))
     if isinstance(options.get("seconds"), dict):
         print("  seconds    " + ", ".join(f"{k} {v:.1f}" for k, v in options["seconds"].items()))
-    print(f"  wrote      {path} ({size / 1e6:,.1f} MB)")
+    print(f"  wrote      {printable(path)} ({size / 1e6:,.1f} MB)")
     return 0
 
 
@@ -232,5 +233,6 @@ def cmd_synth(args: argparse.Namespace) -> int:
     info = write_synth_netflix(Path(args.out), parse_count(args.ratings), seed=args.seed,
                                n_users=args.users, n_items=args.items)
     print(f"wrote {info.n_ratings:,} ratings of {info.n_users:,} customers on "
-          f"{info.n_items:,} movies to {info.out_dir} in {time.perf_counter() - start:.1f} s")
+          f"{info.n_items:,} movies to {printable(info.out_dir)} in "
+          f"{time.perf_counter() - start:.1f} s")
     return 0

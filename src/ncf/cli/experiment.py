@@ -101,6 +101,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         data_name,
         run_experiment,
     )
+    from ncf.outputs import hold_output
     from ncf.sources import resolve_training_data
 
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
@@ -120,6 +121,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     out = args.out or f"reports/{args.name}-{name}"
     check_report_folder(out, args.name)
     check_cells_folder(args.cells)
+    hold_output(out, what="experiment report")  # one ncf process per report folder
     threads = set_threads(args.threads, args.batch_size)
     t0 = time.perf_counter()
     data = resolve_training_data(

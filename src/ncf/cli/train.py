@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ncf.cli import non_negative_int, positive_int, seed_arg
-from ncf.errors import NcfError
+from ncf.errors import NcfError, printable
 
 DEFAULT_SYNTH_RATINGS = 1_000_000
 
@@ -314,6 +313,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
 def _train(args: argparse.Namespace, device: str, dist: Any) -> int:
     from ncf.distributed import PEER_FAILED, PeerFailed, launched
     from ncf.interactions import lookup_raw
+    from ncf.outputs import hold_output
     from ncf.pipeline import StageResult, resolve_sparse, run_pipeline
     from ncf.report import (
         all_interactions,
@@ -323,12 +323,15 @@ def _train(args: argparse.Namespace, device: str, dist: Any) -> int:
         save_stage,
         start_run,
     )
-    from ncf.runs import new_run_dir, plan_run_dir
+    from ncf.runs import discard_run_dir, new_run_dir, plan_run_dir
     from ncf.sources import resolve_training_data
 
     main = dist is None or dist.is_main
     world = 1 if dist is None else dist.world
     run_dir = plan_run_dir(args.out) if main else None  # checked now, created once data is ready
+    created = False  # only a directory this run made is removed
+    if run_dir is not None:
+        hold_output(run_dir, what="run directory")  # one ncf process per run directory
     quiet = args.quiet or not main
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     t0 = time.perf_counter()
@@ -356,6 +359,7 @@ def _train(args: argparse.Namespace, device: str, dist: Any) -> int:
         threads = set_threads(args.threads, plan.batch_size // world, world)
         if main:
             assert run_dir is not None
+            created = not os.path.lexists(run_dir)
             run_dir = new_run_dir(run_dir)
         procs = "" if world == 1 else f" x {world} processes ({dist.backend})"
         say(f"data: {data.description}")
@@ -382,7 +386,7 @@ def _train(args: argparse.Namespace, device: str, dist: Any) -> int:
                                device=device, on_result=save if main else None, dist=dist)
     except PeerFailed:
         if main and not saved and run_dir is not None:
-            shutil.rmtree(run_dir, ignore_errors=True)
+            discard_run_dir(run_dir, created)
         try:  # give the launcher time to see the rank that failed first and stop this one
             time.sleep(PEER_GRACE_SECONDS)
         except KeyboardInterrupt:
@@ -390,13 +394,13 @@ def _train(args: argparse.Namespace, device: str, dist: Any) -> int:
         return PEER_FAILED  # the rank that failed says why
     except KeyboardInterrupt:
         if main and not saved and run_dir is not None:
-            shutil.rmtree(run_dir, ignore_errors=True)
+            discard_run_dir(run_dir, created)
         if launched():
             return 130  # stopped by the launcher: the failing rank (or the launcher) says why
         raise
     except BaseException:
         if main and not saved and run_dir is not None:
-            shutil.rmtree(run_dir, ignore_errors=True)  # the same --out can be used again
+            discard_run_dir(run_dir, created)  # the same --out can be used again
         raise
     if not main:
         return 0
@@ -408,7 +412,7 @@ def _train(args: argparse.Namespace, device: str, dist: Any) -> int:
         user = data.split.test.user_raw[int(data.split.test.user_ids[0])]
     for line in recommend_lines(run_dir, user, k=10):
         print(line)
-    say(f"run directory: {run_dir}  ({time.perf_counter() - t0:.0f}s in all)")
+    say(f"run directory: {printable(run_dir)}  ({time.perf_counter() - t0:.0f}s in all)")
     return 0
 
 

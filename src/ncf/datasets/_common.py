@@ -33,6 +33,16 @@ def existing(path: str | Path) -> Path:
     return p
 
 
+def regular_file(path: str | Path) -> Path:
+    """``path``, a regular file found inside a data folder; ``DataError`` naming it otherwise
+    (a pipe would be waited on forever, a folder cannot be read as a file)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError("not a regular file (a pipe, device or folder in place of a data "
+                        "file)", path=p)
+    return p
+
+
 def days_from_civil(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
     """Days since 1970-01-01 of proleptic Gregorian dates (vectorised), shape of the inputs.
 

@@ -24,7 +24,13 @@ from typing import Any, NoReturn
 import numpy as np
 
 from ncf.arrays import dense_rank
-from ncf.datasets._common import SECONDS_PER_DAY, days_from_civil, existing, valid_dates
+from ncf.datasets._common import (
+    SECONDS_PER_DAY,
+    days_from_civil,
+    existing,
+    regular_file,
+    valid_dates,
+)
 from ncf.errors import DataError
 from ncf.interactions import Interactions
 
@@ -83,6 +89,8 @@ def netflix_sources(paths: str | Path | Iterable[str | Path]) -> list[Path]:
             return [p]
         for pattern in ("combined_data_*.txt", "mv_*.txt"):
             found = sorted(p.glob(pattern), key=_numeric_key)
+            for f in found:  # a pipe or a device there would be waited on forever
+                regular_file(f)
             if found:
                 if pattern.startswith("combined"):
                     _check_complete(p, found)

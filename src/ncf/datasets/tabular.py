@@ -158,8 +158,8 @@ def _load_table(path: Path, delimiter: str | None, header: bool) -> Any:
 
         try:
             return pq.read_table(path)
-        except (pa.ArrowInvalid, OSError) as e:
-            raise DataError(f"not a readable Parquet file ({e})", path=path) from None
+        except (pa.ArrowException, OSError) as e:
+            raise _parquet_error(path, e) from None
     delim = delimiter or sniff_delimiter(path)
     try:
         return pcsv.read_csv(
@@ -169,7 +169,10 @@ def _load_table(path: Path, delimiter: str | None, header: bool) -> Any:
         )
     except pa.ArrowInvalid as e:
         number, first = next(((n, t) for n, t in iter_lines(path) if t.strip()), (1, ""))
-        ncols = len(next(csv.reader([first], delimiter=delim), []))
+        try:
+            ncols = len(next(csv.reader([first], delimiter=delim), []))
+        except csv.Error:  # a line end inside a field: only the count matters here
+            ncols = first.count(delim) + 1
         if problem := _csv_problem(first, delim, ncols):
             raise DataError(problem, path=path, line=number) from None
         raise first_bad_line(
@@ -181,11 +184,25 @@ def _load_table(path: Path, delimiter: str | None, header: bool) -> Any:
         ) from None
 
 
+def _parquet_error(path: Path, exc: Exception) -> DataError:
+    """A Parquet file pyarrow cannot read (junk, truncated, or types it does not know)."""
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    return DataError(f"not a readable Parquet file ({reason})", path=path)
+
+
 def _ids(col: Any, what: str, path: Path, header: bool) -> np.ndarray:
     import pyarrow as pa
     import pyarrow.compute as pc
 
     _no_nulls(col, what, path, header)
+    kind = col.type
+    if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_string(kind)
+            or pa.types.is_large_string(kind) or pa.types.is_binary(kind)
+            or pa.types.is_large_binary(kind) or pa.types.is_dictionary(kind)):
+        raise DataError(f"the {what} column holds {kind}: ids must be integers or text",
+                        path=path)
+    if pa.types.is_dictionary(kind):
+        return _ids(col.cast(kind.value_type), what, path, header)
     if pa.types.is_integer(col.type):
         return col.to_numpy().astype(np.int64)
     if pa.types.is_floating(col.type):
@@ -200,7 +217,11 @@ def _ids(col: Any, what: str, path: Path, header: bool) -> np.ndarray:
                 line=_line(path, int(bad[0]), header),
             )
         return arr.astype(np.int64)
-    text = col.cast(pa.string())
+    try:
+        text = col.cast(pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise DataError(f"the {what} column holds bytes that are not UTF-8 text", path=path,
+                        line=_line(path, _first_failure(col, _utf8), header)) from None
     blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(text)), 0).to_numpy(
         zero_copy_only=False
     )
@@ -213,6 +234,10 @@ def _ids(col: Any, what: str, path: Path, header: bool) -> np.ndarray:
         row = int(np.flatnonzero(cut)[0])
         raise DataError("unclosed quote", path=path, line=_line(path, row, header))
     return np.asarray(text.to_numpy(zero_copy_only=False).astype(str))
+
+
+def _utf8(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 def _no_nulls(col: Any, what: str, path: Path, header: bool) -> None:
@@ -316,7 +341,11 @@ def read_table(
     table = _load_table(path, delimiter, header)
     if table.num_rows == 0:
         raise DataError("no data rows", path=path)
-    names = list(table.column_names)
+    try:
+        names = list(table.column_names)
+    except UnicodeDecodeError:
+        raise DataError("the header is not UTF-8 text", path=path,
+                        line=None if path.suffix.lower() in _PARQUET else 1) from None
 
     def column(col: Column) -> Any:
         return table.column(_resolve(names, col, path))  # by index: names may repeat
@@ -334,9 +363,13 @@ def table_columns(path: str | Path, delimiter: str | None = None) -> list[str]:
     """Column names of a table's header (text: first line; Parquet: schema)."""
     path = existing(path)
     if path.suffix.lower() in _PARQUET:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return list(pq.read_schema(path).names)
+        try:
+            return list(pq.read_schema(path).names)
+        except (pa.ArrowException, OSError) as e:
+            raise _parquet_error(path, e) from None
     delim = delimiter or sniff_delimiter(path)
     with open(path, "rb") as f:
         first = f.readline().removeprefix(BOM).decode("latin-1").strip()

@@ -80,16 +80,20 @@ def _rows(path: Path, text: str) -> list[tuple[int, str, str, int]]:
                 raise DataError(f"year {year} out of range 0..9999", path=path, line=number)
             out.append((number, parts[0], parts[2], int(year) if year != "NULL" else -1))
     elif name.endswith(".csv"):  # MovieLens: movieId,title,genres with quoted titles
-        reader = csv.reader(io.StringIO(text))
-        header = next(reader, [])
-        if [h.strip().lower() for h in header[:2]] != ["movieid", "title"]:
-            raise DataError("expected the header movieId,title,...", path=path, line=1)
-        for fields in reader:
-            if fields:
-                number = reader.line_num
-                if len(fields) < 2:
-                    raise DataError("expected movieId,title,...", path=path, line=number)
-                out.append((number, fields[0], fields[1], _year_of_title(fields[1])))
+        reader = csv.reader(io.StringIO(text, newline=""))
+        try:
+            header = next(reader, [])
+            if [h.strip().lower() for h in header[:2]] != ["movieid", "title"]:
+                raise DataError("expected the header movieId,title,...", path=path, line=1)
+            for fields in reader:
+                if fields:
+                    number = reader.line_num
+                    if len(fields) < 2:
+                        raise DataError("expected movieId,title,...", path=path, line=number)
+                    out.append((number, fields[0], fields[1], _year_of_title(fields[1])))
+        except csv.Error as exc:
+            raise DataError(f"bad quoting ({exc})", path=path,
+                            line=max(reader.line_num, 1)) from None
     else:  # u.item "id|title|date|..." or movies.dat "id::title::genres"
         sep = "|" if name.endswith(".item") else "::"
         for number, line in enumerate(text.splitlines(), start=1):

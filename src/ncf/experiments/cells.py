@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ncf.baselines import BASELINES
-from ncf.errors import NcfError
+from ncf.errors import DataError, NcfError
 from ncf.evaluation import ScoreFn, evaluate
 from ncf.experiments.names import LABELS
 from ncf.pipeline import (
@@ -229,13 +229,26 @@ class CellStore:
         return self.folder / cell.filename
 
     def load(self, cell: Cell) -> dict[str, Any] | None:
-        """The stored result of ``cell``, or ``None`` when missing or not of this config."""
+        """The stored result of ``cell``, or ``None`` when missing or not of this config.
+
+        Raises:
+            DataError: naming the file, when it is not a cell result (edited, or replaced by
+                something else): deleting it makes the next run compute the cell again.
+        """
+        path = self.path(cell)
         try:
-            stored = json.loads(self.path(cell).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+            stored = json.loads(path.read_bytes().decode("utf-8"))
+        except FileNotFoundError:
             return None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise _broken(path, type(exc).__name__) from None
+        if not isinstance(stored, dict):
+            raise _broken(path, f"a JSON {type(stored).__name__}, not an object")
         if stored.get("config") != json.loads(json.dumps(cell.config)):
             return None
+        problem = _result_problem(stored)
+        if problem:
+            raise _broken(path, problem)
         return stored
 
     def save(self, cell: Cell, result: dict[str, Any], seconds: float) -> dict[str, Any]:
@@ -244,6 +257,40 @@ class CellStore:
                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         write_json(self.path(cell), stored)
         return stored
+
+
+def _broken(path: Path, why: str) -> DataError:
+    return DataError(f"not a cell result of ncf ({why}): delete it, and the next run computes "
+                     "the cell again", path=path)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _result_problem(stored: dict[str, Any]) -> str:
+    """What is wrong with a stored cell (``""``: nothing); the reports read all of it."""
+    if not _number(stored.get("seconds")):
+        return "no 'seconds'"
+    result = stored.get("result")
+    if not isinstance(result, dict):
+        return "no 'result'"
+    for part in ("validation", "test"):
+        for protocol in ("sampled", "full"):
+            metrics = result.get(part, {}).get(protocol) if isinstance(
+                result.get(part), dict) else None
+            if not isinstance(metrics, dict) or not all(
+                    _number(metrics.get(m)) for m in ("hr", "ndcg")):
+                return f"no {part} {protocol} metrics"
+    history = result.get("history", [])
+    if not isinstance(history, list) or not all(
+            isinstance(h, dict) and all(k in h and (h[k] is None or _number(h[k]))
+                                        for k in ("loss", "hr", "ndcg")) for h in history):
+        return "a broken 'history'"
+    chosen = result.get("chosen", {})
+    if not isinstance(chosen, dict) or not isinstance(chosen.get("factors", 0), int):
+        return "a broken 'chosen'"
+    return ""
 
 
 def _ncf_result(model: Any, history: Any, split: Split, full_users: int | None) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from ncf.experiments.tables import (
     setting_text,
     write_csv,
 )
+from ncf.outputs import output_lock
 from ncf.runs import atomic_write, existing_ancestor, write_json
 
 __all__ = ["PRESETS", "ExperimentOptions", "ExperimentOutcome", "Preset", "check_cells_folder",
@@ -165,6 +166,22 @@ def run_experiment(
         raise NcfError(f"unknown experiment {name!r} (choose from {', '.join(PRESETS)})")
     check_report_folder(out, name)
     check_cells_folder(cells_dir)
+    with output_lock(out, what="experiment report"):  # one ncf process per report folder
+        for folder in (Path(out), Path(cells_dir) if cells_dir else Path(out) / "cells"):
+            _remove_temporary_files(folder)
+        return _run(name, data, options, out, cells_dir, data_title, say, plots)
+
+
+def _remove_temporary_files(folder: Path) -> None:
+    """Files an atomic write killed half-way left (``.NAME.XXXX.tmp``); the lock is ours."""
+    for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
+        if tmp.is_file() and not tmp.is_symlink():
+            tmp.unlink(missing_ok=True)
+
+
+def _run(name: str, data: Any, options: ExperimentOptions, out: str | Path,
+         cells_dir: str | Path | None, data_title: str | None, say: Callable[[str], None],
+         plots: bool) -> ExperimentOutcome:
     preset = PRESETS[name]
     t0 = time.perf_counter()
     split = data.split
