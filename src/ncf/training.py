@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ncf.distributed import Distributed
-from ncf.epochs import EPOCH_BLOCK, Batch, DeviceEpochs, build_epoch, iter_epoch
+from ncf.epochs import EPOCH_BLOCK, Batch, DeviceEpochs, build_epoch, iter_epoch, shard_size
 from ncf.errors import NcfError
 from ncf.evaluation import evaluate_sampled
 from ncf.interactions import Interactions
@@ -284,8 +284,7 @@ def _epochs(
         return iter_epoch(users, items, keys, train_data.n_items, config.n_negatives, rng, gen,
                           device, block=config.epoch_block, shard=shard, shard_rng=shard_rng)
 
-    n = len(users) if dist is None else len(users) // dist.world
-    return host, n * (1 + config.n_negatives)
+    return host, shard_size(len(users), shard) * (1 + config.n_negatives)
 
 
 @_flushing_denormals
