@@ -1,0 +1,75 @@
+"""`ncf serve RUN`: the HTTP API and the web page of a trained run."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+from typing import Any
+
+from ncf.cli import int_in, positive_int
+from ncf.errors import NcfError
+
+
+def register(sub: Any) -> None:
+    """Add `ncf serve` to the top-level parser."""
+    p = sub.add_parser(
+        "serve", help="serve a trained run: HTTP API (OpenAPI page at /docs) and a web page",
+        description="Loads every model of RUN (pickle-free) and serves recommendations for "
+        "known users, new users folded in from the items they give, similar items and title "
+        "search, with a web page at /. Ctrl-C or SIGTERM stops it.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("run_dir", metavar="RUN", help="a run directory of `ncf train`")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this "
+                   "machine only)")
+    p.add_argument("--port", type=int_in(0, 65535, "a port"), default=8000,
+                   help="port to bind (0: any free port)")
+    p.add_argument("--model", default=None, help="default model of requests that name none "
+                   "(default: neumf when the run has it)")
+    p.add_argument("--threads", type=positive_int, default=1,
+                   help="torch threads per request (requests already run in parallel)")
+    p.add_argument("--log-level", default="warning",
+                   choices=["critical", "error", "warning", "info", "debug"],
+                   help="server log level (info: one line per request)")
+    p.set_defaults(run=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from ncf.serve.app import create_app
+    except ImportError as exc:
+        raise NcfError(f"ncf serve needs the serve extra ({exc.name} is missing): pip install "
+                       "'ncf[serve]'") from None
+    import torch
+
+    from ncf.serve.service import Service
+
+    torch.set_num_threads(args.threads)
+    service = Service(args.run_dir, default_model=args.model)
+    app = create_app(service)
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as exc:
+        sock.close()
+        raise NcfError(f"cannot listen on {args.host}:{args.port} ({exc.strerror})") from None
+    port = sock.getsockname()[1]
+    host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
+    config = uvicorn.Config(app, log_level=args.log_level, access_log=args.log_level in
+                            ("info", "debug"), timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    info = service.info()
+    print(f"ncf serve: http://{host}:{port}/  ({info['users']:,} users, {info['items']:,} "
+          f"items; models {', '.join(service.models)}, default {service.default_model}; "
+          f"API docs at /docs; loaded in {service.load_seconds:.1f}s; Ctrl-C stops)",
+          flush=True)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    print("ncf serve: stopped", file=sys.stderr, flush=True)
+    return 0
