@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import socket
 import sys
 from typing import Any
@@ -54,6 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((args.host, args.port))
+        sock.listen(2048)  # connections wait in the backlog until the server accepts them
     except OSError as exc:
         sock.close()
         raise NcfError(f"cannot listen on {args.host}:{args.port} ({exc.strerror})") from None
@@ -63,6 +65,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
                             ("info", "debug"), timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     info = service.info()
+
+    def stop(signum: int, frame: object) -> None:
+        server.should_exit = True
+
+    # Until uvicorn takes the signals over (and after it hands them back, once it has shut
+    # down gracefully), SIGINT and SIGTERM just ask the server to stop: the command then ends
+    # normally, whenever the signal came.
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     print(f"ncf serve: http://{host}:{port}/  ({info['users']:,} users, {info['items']:,} "
           f"items; models {', '.join(service.models)}, default {service.default_model}; "
           f"API docs at /docs; loaded in {service.load_seconds:.1f}s; Ctrl-C stops)",
@@ -71,5 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server.run(sockets=[sock])
     finally:
         sock.close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     print("ncf serve: stopped", file=sys.stderr, flush=True)
     return 0
