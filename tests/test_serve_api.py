@@ -11,13 +11,13 @@ import pytest
 pytest.importorskip("fastapi", reason="fastapi is not installed (pip install -e '.[test]')")
 
 from fastapi.testclient import TestClient  # noqa: E402
+from serving import small_run  # noqa: E402
 
 from ncf.baselines import EASE, ItemPop  # noqa: E402
 from ncf.interactions import Interactions  # noqa: E402
 from ncf.report import load_model  # noqa: E402
 from ncf.serve.app import MAX_BODY, create_app  # noqa: E402
 from ncf.serve.service import Service, normalise_text, top_k  # noqa: E402
-from serving import small_run  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,7 @@ def test_similar_items(client: TestClient, service: Service) -> None:
         assert body["model"] == model and body["vectors"] and len(sims) == 5
         assert item not in [r["item"] for r in body["items"]]
         assert sims == sorted(sims, reverse=True) and all(-1 <= s <= 1 for s in sims)
-    vec = service.vectors["gmf"]
+    vec = service.vectors["gmf"].numpy()
     best = int(np.argsort(-(vec @ vec[7]))[1])  # [0] is the item itself
     top = client.get(f"/api/items/{item}/similar", params={"k": 1, "model": "gmf"}).json()
     assert top["items"][0]["item"] == int(service.item_raw[best])
@@ -175,7 +175,8 @@ def test_bad_query_parameters_are_422(client: TestClient, service: Service,
                                   {"items": [True]}, {"items": [None]}, {"items": [[1]]},
                                   {"items": [1], "k": 0}, {"items": [1], "k": 1000},
                                   {"items": [1], "extra": 1}, {"items": list(range(501))},
-                                  {"items": [1], "ratings": [1, 2]}, {"items": [1], "ratings": [-1]},
+                                  {"items": [1], "ratings": [1, 2]},
+                                  {"items": [1], "ratings": [-1]},
                                   {"items": [1], "model": "nope"}, [1, 2, 3], "text"])
 def test_malformed_bodies_are_422(client: TestClient, service: Service, body: object) -> None:
     if isinstance(body, dict) and body.get("items") == [1] and body["items"][0] is not True:

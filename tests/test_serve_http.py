@@ -265,6 +265,13 @@ def _browser() -> Any:
     return webdriver.Chrome(service=DriverService(driver), options=options), profile
 
 
+def _count(css: str, n: int) -> Any:
+    """A wait condition: exactly ``n`` elements match ``css``."""
+    from selenium.webdriver.common.by import By
+
+    return lambda d: len(d.find_elements(By.CSS_SELECTOR, css)) == n
+
+
 def test_the_page_in_a_real_browser(server: Server, run: Path,
                                     tmp_path_factory: pytest.TempPathFactory) -> None:
     browser, profile = _browser()
@@ -290,8 +297,7 @@ def test_the_page_in_a_real_browser(server: Server, run: Path,
                           if b.is_enabled())
             picked.append(button.find_element(By.XPATH, "..").get_attribute("data-item"))
             button.click()
-            wait.until(lambda d, n=len(picked): len(d.find_elements(By.CSS_SELECTOR,
-                                                                      "#picks li")) == n)
+            wait.until(_count("#picks li", len(picked)))
         browser.find_element(By.ID, "recommend").click()
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#recs li")) == 10)
         recs = browser.find_elements(By.CSS_SELECTOR, "#recs li")

@@ -153,75 +153,84 @@ class UserSpace:
         return torch.cat([t[idx] for t in self.tables], dim=1)
 
     # logits ----------------------------------------------------------------------------
-    def _mlp_hidden(self, z: torch.Tensor, items: torch.Tensor | None) -> torch.Tensor:
-        """Last hidden activations ``(B, C, d)`` (``items`` None: every item)."""
-        assert self.mlp_user is not None and self.mlp_items is not None
-        user = z[:, self.mlp_slice] @ self.mlp_user  # (B, d1)
-        table = self.mlp_items if items is None else self.mlp_items[items]
-        h = (user.unsqueeze(1) + table).relu()
-        for weight, bias in self.layers:
-            h = torch.addmm(bias, h.reshape(-1, h.shape[-1]), weight).relu().reshape(
-                h.shape[0], h.shape[1], -1)
-        return h
-
-    def logits(self, z: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits ``(B, C)`` of user vectors ``z (B, dim)`` for ``items (B, C)`` (None: every
-        item, ``(B, n_items)``); differentiable in ``z``."""
-        b = z.shape[0]
-        n = self.n_items if items is None else items.shape[1]
-        out = torch.full((b, n), self.bias, dtype=z.dtype)
+    def gather(self, items: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The item-side tables of ``items (B, C)`` (None: every item, shared by all users),
+        gathered once and reused while only the user vectors change."""
+        parts: dict[str, torch.Tensor] = {}
         if self.gmf_items is not None:
+            parts["gmf"] = self.gmf_items if items is None else self.gmf_items[items]
+        if self.mlp_items is not None:
+            parts["mlp"] = self.mlp_items if items is None else self.mlp_items[items]
+        return parts
+
+    def logits(self, z: torch.Tensor, items: torch.Tensor | None = None,
+               parts: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Logits ``(B, C)`` of user vectors ``z (B, dim)`` for ``items (B, C)`` (None: every
+        item, ``(B, n_items)``); differentiable in ``z``. ``parts``: :meth:`gather`'s tables
+        of those items, when already made."""
+        parts = self.gather(items) if parts is None else parts
+        shared = items is None and parts is not None and \
+            next(iter(parts.values())).dim() == 2  # every item, the same for all users
+        out = torch.tensor(self.bias, dtype=z.dtype)
+        if "gmf" in parts:
             zg = z[:, self.gmf_slice]
-            if items is None:
-                out = out + zg @ self.gmf_items.t()
-            else:
-                out = out + torch.bmm(self.gmf_items[items], zg.unsqueeze(-1)).squeeze(-1)
+            x = parts["gmf"]
+            out = out + (zg @ x.t() if shared else torch.bmm(x, zg.unsqueeze(-1)).squeeze(-1))
         if self.mlp_user is not None:
-            assert self.mlp_items is not None
+            table = parts["mlp"]
+            user = z[:, self.mlp_slice] @ self.mlp_user  # (B, d1)
             if self.linear_mlp:
-                item_term = self.mlp_items[:, 0] if items is None else self.mlp_items[items, 0]
-                out = out + z[:, self.mlp_slice] @ self.mlp_user + item_term
+                out = out + user + (table[:, 0] if shared else table[..., 0])
             else:
                 assert self.mlp_out is not None
-                out = out + self._mlp_hidden(z, items) @ self.mlp_out
+                h = (user.unsqueeze(1) + table).relu()
+                for weight, bias in self.layers:
+                    h = torch.baddbmm(bias, h, weight.expand(h.shape[0], -1, -1)).relu()
+                out = out + h @ self.mlp_out
         return out
 
     @torch.no_grad()
     def logits_all(self, z: torch.Tensor, chunk: int = 1 << 22) -> torch.Tensor:
         """Logits of every item for each user vector, ``(B, n_items)``, in bounded chunks."""
         rows = max(1, chunk // max(self.n_items * self._width(), 1))
-        return torch.cat([self.logits(z[s : s + rows]) for s in range(0, len(z), rows)]) \
+        parts = self.gather(None)
+        return torch.cat([self.logits(z[s : s + rows], parts=parts)
+                          for s in range(0, len(z), rows)]) \
             if len(z) else torch.empty(0, self.n_items)
 
     def _width(self) -> int:
         return 1 if self.mlp_items is None else int(self.mlp_items.shape[1])
 
     # fitting ---------------------------------------------------------------------------
-    def _jacobian(self, z: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits ``(B, C)`` and their Jacobian ``(B, C, dim)`` with respect to ``z``."""
-        b, c = items.shape
+    def _jacobian(self, z: torch.Tensor, parts: dict[str, torch.Tensor]
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(B, C)`` and their Jacobian ``(B, C, dim)`` with respect to ``z``, for
+        the candidates whose tables :meth:`gather` made."""
+        b, c = next(iter(parts.values())).shape[:2]
         logits = torch.full((b, c), self.bias)
         jac = torch.zeros(b, c, self.dim)
-        if self.gmf_items is not None:
-            x = self.gmf_items[items]  # (B, C, f)
+        if "gmf" in parts:
+            x = parts["gmf"]  # (B, C, f)
             logits += torch.bmm(x, z[:, self.gmf_slice].unsqueeze(-1)).squeeze(-1)
-            jac[..., self.gmf_slice] += x
+            jac[..., self.gmf_slice] = x
         if self.mlp_user is not None:
-            assert self.mlp_items is not None
+            table = parts["mlp"]
+            user = z[:, self.mlp_slice] @ self.mlp_user
             if self.linear_mlp:
-                logits += (z[:, self.mlp_slice] @ self.mlp_user) + self.mlp_items[items, 0]
+                logits += user + table[..., 0]
                 jac[..., self.mlp_slice] += self.mlp_user[:, 0]
             else:
                 assert self.mlp_out is not None
-                user = z[:, self.mlp_slice] @ self.mlp_user
-                acts = [(user.unsqueeze(1) + self.mlp_items[items]).relu()]
+                acts = [(user.unsqueeze(1) + table).relu()]
                 for weight, bias in self.layers:
-                    acts.append((acts[-1] @ weight + bias).relu())
+                    acts.append(torch.baddbmm(bias, acts[-1],
+                                              weight.expand(b, -1, -1)).relu())
                 logits += acts[-1] @ self.mlp_out
                 # back from the output: d logit / d h_k, one row per candidate
-                grad = (acts[-1] > 0) * self.mlp_out
+                grad = torch.where(acts[-1] > 0, self.mlp_out, 0.0)
                 for (weight, _), act in zip(reversed(self.layers), reversed(acts[:-1])):
-                    grad = (grad @ weight.t()) * (act > 0)
+                    grad = torch.bmm(grad, weight.t().expand(b, -1, -1))
+                    grad = torch.where(act > 0, grad, 0.0)
                 jac[..., self.mlp_slice] += grad @ self.mlp_user.t()
         return logits, jac
 
@@ -321,8 +330,10 @@ def _newton(space: UserSpace, items: torch.Tensor, target: torch.Tensor, weight:
     mu, prec = space.mean, space.precision * config.prior
     z = mu.expand(b, -1).clone()
 
+    parts = space.gather(items)
+
     def objective(z: torch.Tensor) -> torch.Tensor:
-        s = space.logits(z, items)
+        s = space.logits(z, items, parts)
         data = (weight * torch.nn.functional.softplus(torch.where(target > 0, -s, s))).sum(1)
         d = z - mu
         return data + 0.5 * ((d @ prec) * d).sum(1)
@@ -331,7 +342,7 @@ def _newton(space: UserSpace, items: torch.Tensor, target: torch.Tensor, weight:
     eye = torch.eye(space.dim)
     damping = torch.full((b,), 1e-6)
     for _ in range(config.steps):
-        s, jac = space._jacobian(z, items)
+        s, jac = space._jacobian(z, parts)
         p = torch.sigmoid(s)
         grad = torch.einsum("bc,bcd->bd", weight * (p - target), jac) + (z - mu) @ prec
         curv = weight * p * (1 - p)

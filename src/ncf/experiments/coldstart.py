@@ -126,17 +126,15 @@ def choose_users(split: Split, options: ColdStartOptions) -> HeldOut:
 def base_split(split: Split, users: np.ndarray) -> Split:
     """The split without the held-out users' rows (their candidates dropped with them)."""
 
-    def keep(x: Interactions | None) -> np.ndarray | None:
-        return None if x is None else ~np.isin(x.user_ids, users)
-
-    kt, kv = keep(split.test), keep(split.validation)
-    assert kt is not None
+    kt = ~np.isin(split.test.user_ids, users)
+    v = split.validation
+    kv = None if v is None else ~np.isin(v.user_ids, users)
     return replace(
         split, train=split.train.subset(~np.isin(split.train.user_ids, users)),
         test=split.test.subset(kt),
-        validation=None if split.validation is None else split.validation.subset(kv),
+        validation=None if v is None or kv is None else v.subset(kv),
         test_negatives=None if split.test_negatives is None else split.test_negatives[kt],
-        validation_negatives=None if split.validation_negatives is None
+        validation_negatives=None if split.validation_negatives is None or kv is None
         else split.validation_negatives[kv],
     )
 
@@ -199,7 +197,7 @@ def _folded_score(space: UserSpace, z: torch.Tensor) -> ScoreFn:
     @torch.no_grad()
     def score(rows: np.ndarray, items: np.ndarray) -> np.ndarray:
         idx = torch.from_numpy(np.asarray(rows, dtype=np.int64))
-        it = torch.from_numpy(np.asarray(items, dtype=np.int64))
+        it = torch.from_numpy(np.array(items, dtype=np.int64))
         step = max(1, (1 << 22) // max(it.shape[1] * space._width(), 1))
         return torch.cat([space.logits(z[idx[s : s + step]], it[s : s + step])
                           for s in range(0, len(idx), step)]).numpy()
@@ -280,10 +278,12 @@ def report_text(results: dict[str, Any], options: ColdStartOptions,
                 data_title: str | None) -> str:
     """``report.md``: the table of every N, full ranking and sampled protocol."""
     info = results["data"]
+    order = "by time (ties at random)" if info["timestamps"] else \
+        "at random (the data hold no times)"
     lines = [f"# Cold start on {data_title or info['description']}", "",
              f"{info['held_out_users']:,} users held out whole ({info['held_out_interactions']:,} "
              f"interactions) of {info['users']:,}; {info['items']:,} items. Their "
-             f"interactions are ordered {'by time (ties at random)' if info['timestamps'] else 'at random (the data hold no times)'}"
+             f"interactions are ordered {order}"
              f"; the first N are given, the rest are held out. Models: "
              f"{', '.join(options.models)}, factors {options.pipeline.factors}, seed "
              f"{options.pipeline.seed}. Fold-in: {options.fold.steps} Newton steps, "

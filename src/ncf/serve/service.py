@@ -65,9 +65,8 @@ def normalise_text(text: str) -> str:
     return " ".join(plain.casefold().split())
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+def _unit_rows(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(x.detach().float(), dim=1).contiguous()
 
 
 def top_k(scores: np.ndarray, k: int, exclude: np.ndarray | None = None) -> np.ndarray:
@@ -119,6 +118,11 @@ class Service:
                                f"{m.n_items} items, but the run has {self.n_users} x "
                                f"{self.n_items}")
         self.seen: sp.csr_matrix = ref._seen
+        for m in self.models.values():  # one copy of the seen items (each file holds its own)
+            s = m._seen
+            if s is not None and s.nnz == self.seen.nnz and np.array_equal(
+                    s.indptr, self.seen.indptr) and np.array_equal(s.indices, self.seen.indices):
+                m._seen = self.seen
         self.popularity = np.bincount(self.seen.indices, minlength=self.n_items).astype(np.float32)
         if "itempop" not in self.models:
             self.models["itempop"] = _itempop(self.seen, self.popularity)
@@ -291,9 +295,9 @@ class Service:
         else:
             row = np.zeros(self.n_items, dtype=np.float32)
             row[given] = 1.0 if weights is None else weights
-            model = self.models[name]
-            assert isinstance(model, ItemItemRecommender)
-            w = model.weights
+            item_item = self.models[name]
+            assert isinstance(item_item, ItemItemRecommender)
+            w = item_item.weights
             scores = np.asarray(sp.csr_matrix(row) @ w).ravel() if sp.issparse(w) else row @ w
         ms = 1000 * (time.perf_counter() - t0)
         unique = np.unique(given)
@@ -308,8 +312,10 @@ class Service:
     def _because(self, top: np.ndarray, given: np.ndarray, name: str) -> np.ndarray:
         """For each recommended item, the given item most similar to it."""
         vec = self.vectors[name if name in self.vectors else next(iter(self.vectors))]
-        sims = vec[top] @ vec[given].T  # (k, n_given)
-        return given[np.argmax(sims, axis=1)] if len(top) else np.zeros(0, np.int64)
+        if not len(top):
+            return np.zeros(0, np.int64)
+        sims = vec[torch.from_numpy(top)] @ vec[torch.from_numpy(given)].T  # (k, n_given)
+        return given[sims.argmax(dim=1).numpy()]
 
     def similar(self, raw_item: Any, k: int = 10, model: str | None = None) -> dict[str, Any]:
         """The ``k`` items whose embeddings are closest (cosine) to the item's."""
@@ -320,8 +326,7 @@ class Service:
             raise BadInput(f"model {name!r} has no item embeddings (use one of: "
                            f"{', '.join(self.vectors)})")
         item = self.item_index(raw_item)
-        vec = self.vectors[name]
-        sims = vec @ vec[item]
+        sims = (self.vectors[name] @ self.vectors[name][item]).numpy()  # torch: 1 thread
         top = top_k(sims, k, np.array([item]))
         return {"item": self.item_row(item), "model": name, "vectors": _VECTORS[name],
                 "k": k, "items": [{"rank": r + 1, **self.item_row(i), "similarity":
@@ -367,14 +372,14 @@ def _itempop(seen: sp.csr_matrix, popularity: np.ndarray) -> Recommender:
 
 
 @torch.no_grad()
-def _item_vectors(model: Any) -> np.ndarray:
+def _item_vectors(model: Any) -> torch.Tensor:
     """Unit item vectors of an NCF model, for cosine similarity (see ``_VECTORS``)."""
     w = model.out.weight[0].detach().float()
     if model.kind == "gmf":
-        return _unit_rows((model.item.weight * w).numpy())
+        return _unit_rows(model.item.weight * w)
     if model.kind == "mlp":
-        return _unit_rows(model.item.weight.numpy())
+        return _unit_rows(model.item.weight.detach().float())
     f = model.factors
     gq = model.mlp.item.weight[:, :f] if model.share_embeddings else model.gmf.item.weight
-    parts = [_unit_rows((gq * w[:f]).numpy()), _unit_rows(model.mlp.item.weight.numpy())]
-    return (np.concatenate(parts, axis=1) / np.sqrt(2.0)).astype(np.float32)
+    parts = [_unit_rows(gq * w[:f]), _unit_rows(model.mlp.item.weight.detach().float())]
+    return torch.cat(parts, dim=1) / 2.0**0.5
