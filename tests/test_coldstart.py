@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from planted import planted_split
 
 from ncf.errors import NcfError
 from ncf.evaluation import evaluate_full_sets
@@ -25,7 +26,6 @@ from ncf.pipeline import PipelineConfig
 from ncf.sources import TrainingData
 from ncf.split import leave_one_out, with_negatives
 from ncf.training import TrainConfig
-from planted import planted_split
 
 
 def _rows(*sets: list[int], n: int = 6) -> sp.csr_matrix:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 from ncf.cli import int_in, positive_int
@@ -27,6 +29,9 @@ def register(sub: Any) -> None:
                    help="port to bind (0: any free port)")
     p.add_argument("--model", default=None, help="default model of requests that name none "
                    "(default: neumf when the run has it)")
+    p.add_argument("--workers", type=int_in(1, 64, "a number of processes"), default=1,
+                   help="server processes sharing the port, each with its own copy of the "
+                   "models (more cores, more memory)")
     p.add_argument("--threads", type=positive_int, default=1,
                    help="torch threads per request (requests already run in parallel)")
     p.add_argument("--log-level", default="warning",
@@ -61,8 +66,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise NcfError(f"cannot listen on {args.host}:{args.port} ({exc.strerror})") from None
     port = sock.getsockname()[1]
     host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
-    config = uvicorn.Config(app, log_level=args.log_level, access_log=args.log_level in
-                            ("info", "debug"), timeout_graceful_shutdown=5)
+    options: dict[str, Any] = {"log_level": args.log_level, "timeout_graceful_shutdown": 5,
+                               "access_log": args.log_level in ("info", "debug")}
+    if args.workers > 1:  # each worker process loads the run itself (checked above)
+        os.environ.update(NCF_SERVE_RUN=str(Path(args.run_dir).resolve()),
+                          NCF_SERVE_MODEL=service.default_model,
+                          NCF_SERVE_THREADS=str(args.threads))
+        config = uvicorn.Config("ncf.serve.app:from_environment", factory=True,
+                                workers=args.workers, **options)
+    else:
+        config = uvicorn.Config(app, **options)
     server = uvicorn.Server(config)
     info = service.info()
 
@@ -73,12 +86,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # down gracefully), SIGINT and SIGTERM just ask the server to stop: the command then ends
     # normally, whenever the signal came.
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    workers = f"; {args.workers} worker processes" if args.workers > 1 else ""
     print(f"ncf serve: http://{host}:{port}/  ({info['users']:,} users, {info['items']:,} "
-          f"items; models {', '.join(service.models)}, default {service.default_model}; "
+          f"items; models {', '.join(service.models)}, default {service.default_model}{workers}; "
           f"API docs at /docs; loaded in {service.load_seconds:.1f}s; Ctrl-C stops)",
           flush=True)
     try:
-        server.run(sockets=[sock])
+        if args.workers > 1:
+            import inspect
+
+            from uvicorn.supervisors import Multiprocess
+
+            extra = {"target": server.run} if "target" in inspect.signature(
+                Multiprocess).parameters else {}  # uvicorn before 0.30 takes the target
+            Multiprocess(config, sockets=[sock], **extra).run()
+        else:
+            server.run(sockets=[sock])
     finally:
         sock.close()
         for s, handler in previous.items():

@@ -12,13 +12,15 @@ Endpoints (JSON; the OpenAPI page is ``/docs``, the schema ``/openapi.json``):
 
 Route functions are plain ``def``: they run in the server's thread pool, and torch and numpy
 release the interpreter lock while they compute, so a slow fold-in never holds up other
-requests. Unknown ids are 404 and malformed requests 422, both ``{"error": ...}``; bodies
-larger than :data:`MAX_BODY` bytes are refused with 413 before they are read whole. No
-endpoint takes a path from a request.
+requests. The answers are plain JSON-ready dictionaries of finite numbers, sent as they are
+(no second validation pass). Unknown ids are 404 and malformed requests 422, both
+``{"error": ...}``; bodies larger than :data:`MAX_BODY` bytes are refused with 413 before
+they are read whole. No endpoint takes a path from a request.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -161,18 +163,18 @@ def create_app(service: Service) -> FastAPI:
     @app.get("/api/users/{user}/recommendations", summary="top-K for a known user",
              responses={404: {"description": "unknown user"}})
     def user_recommendations(user: RawPath, k: K = 10,
-                             model: ModelName = None) -> dict[str, Any]:
-        return service.recommend_user(user, k, model)
+                             model: ModelName = None) -> JSONResponse:
+        return JSONResponse(service.recommend_user(user, k, model))
 
     @app.get("/api/users/{user}/history", summary="the items a known user has seen")
     def user_history(user: RawPath,
-                     limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:
-        return service.history(user, limit)
+                     limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> JSONResponse:
+        return JSONResponse(service.history(user, limit))
 
     @app.post("/api/recommendations", summary="top-K for a new user, folded in from the "
               "items they give", responses={404: {"description": "unknown item"}})
-    def new_user_recommendations(body: NewUser) -> dict[str, Any]:
-        return service.recommend_new(body.items, body.k, body.model, body.ratings)
+    def new_user_recommendations(body: NewUser) -> JSONResponse:
+        return JSONResponse(service.recommend_new(body.items, body.k, body.model, body.ratings))
 
     @app.get("/api/items/{item}", summary="one item: id, title, year")
     def item(item: RawPath) -> dict[str, Any]:
@@ -181,13 +183,13 @@ def create_app(service: Service) -> FastAPI:
     @app.get("/api/items/{item}/similar", summary="items similar to an item (cosine over "
              "item embeddings; the answer says which model's)")
     def similar(item: RawPath, k: K = 10,
-                model: ModelName = None) -> dict[str, Any]:
-        return service.similar(item, k, model)
+                model: ModelName = None) -> JSONResponse:
+        return JSONResponse(service.similar(item, k, model))
 
     @app.get("/api/search", summary="titles containing the query (case and accents ignored)")
     def search(q: Annotated[str, Query(min_length=1, max_length=100)],
-               limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
-        return service.search(q, limit)
+               limit: Annotated[int, Query(ge=1, le=100)] = 20) -> JSONResponse:
+        return JSONResponse(service.search(q, limit))
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -197,3 +199,14 @@ def create_app(service: Service) -> FastAPI:
     app.add_middleware(BodyLimit, limit=MAX_BODY)
     return app
 
+
+
+def from_environment() -> FastAPI:
+    """The app of one worker process of ``ncf serve --workers N``: the run, the default model
+    and the torch threads come from ``NCF_SERVE_RUN``, ``NCF_SERVE_MODEL`` and
+    ``NCF_SERVE_THREADS``."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("NCF_SERVE_THREADS", "1")))
+    return create_app(Service(os.environ["NCF_SERVE_RUN"],
+                              default_model=os.environ.get("NCF_SERVE_MODEL") or None))
