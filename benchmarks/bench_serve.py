@@ -73,16 +73,34 @@ def build_run(out: Path, n_users: int, n_items: int, per_user: int, factors: int
     return {"users": n_users, "items": n_items, "interactions": int(len(users))}
 
 
+def family(pid: int) -> list[int]:
+    """``pid`` and its descendants (the worker processes of ``--workers``)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            todo += [int(c) for c in task.read_text().split()]
+    return out
+
+
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Resident memory of the server and its workers, MB."""
+    total = 0
+    for p in family(pid):
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds used by the server and its workers so far."""
+    total = 0
+    for p in family(pid):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def machine_busy_seconds() -> float:
@@ -169,6 +187,7 @@ async def phase(kind: str, port: int, pid: int, args: argparse.Namespace, users:
         "rss_mb_start": rss0, "rss_mb_end": rss_mb(pid),
         "rss_mb_max": max(rss_series + [rss0]),
         "server_cores": server_cpu / wall, "client_cores": my_cpu / wall,
+        "server_cpu_ms_per_request": 1000 * server_cpu / max(len(lat), 1),
         "other_cores": max(0.0, (busy - server_cpu - my_cpu) / wall),
         "load_average": os.getloadavg()[0],
     }
@@ -185,6 +204,7 @@ def main() -> int:
     p.add_argument("--factors", type=int, default=16)
     p.add_argument("--run", help="reuse this run directory (built there when missing)")
     p.add_argument("--endpoints", default="known,fold,similar")
+    p.add_argument("--workers", type=int, default=1, help="server processes (ncf serve --workers)")
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -201,7 +221,8 @@ def main() -> int:
               f"({shape['interactions']:,} seen) in {time.perf_counter() - t:.0f}s", flush=True)
     t = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", "import sys; from ncf.cli import main; "
-                             "sys.exit(main())", "serve", str(run), "--host", HOST, "--port", "0"],
+                             "sys.exit(main())", "serve", str(run), "--host", HOST, "--port", "0",
+                             "--workers", str(args.workers)],
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -229,7 +250,8 @@ def main() -> int:
                   f"  p99 {r['p99_ms']:7.1f} ms  errors {r['errors']}  RSS {r['rss_mb_start']:.0f}"
                   f" -> {r['rss_mb_end']:.0f} MB (max {r['rss_mb_max']:.0f})  cores: server "
                   f"{r['server_cores']:.2f}, clients {r['client_cores']:.2f}, other work "
-                  f"{r['other_cores']:.2f}", flush=True)
+                  f"{r['other_cores']:.2f}; server CPU {r['server_cpu_ms_per_request']:.2f} ms "
+                  "per request", flush=True)
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -350,10 +350,12 @@ def test_the_page_in_a_real_browser(server: Server, run: Path,
     assert (shots / "page.png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_sigterm_and_ctrl_c_stop_the_server_cleanly(run: Path, sig: int) -> None:
-    s = Server(run)
-    assert s.request("GET", "/api/health")[0] == 200
+@pytest.mark.parametrize("sig, workers", [(signal.SIGTERM, 1), (signal.SIGINT, 1),
+                                          (signal.SIGTERM, 2)])
+def test_sigterm_and_ctrl_c_stop_the_server_cleanly(run: Path, sig: int, workers: int) -> None:
+    s = Server(run, "--workers", str(workers))
+    for _ in range(2 * workers):  # a connection each: both processes answer
+        assert s.request("GET", "/api/health")[0] == 200
     code, err = s.stop(sig)
     assert code == 0, err
     assert "Traceback" not in err and "stopped" in err

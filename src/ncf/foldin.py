@@ -183,10 +183,12 @@ class UserSpace:
                 out = out + user + (table[:, 0] if shared else table[..., 0])
             else:
                 assert self.mlp_out is not None
-                h = (user.unsqueeze(1) + table).relu()
+                h = (user.unsqueeze(1) + table).relu_()  # (B, C, d1)
+                rows = h.shape[:2]
+                h = h.reshape(-1, h.shape[-1])  # one matrix product per layer for all pairs
                 for weight, bias in self.layers:
-                    h = torch.baddbmm(bias, h, weight.expand(h.shape[0], -1, -1)).relu()
-                out = out + h @ self.mlp_out
+                    h = torch.addmm(bias, h, weight).relu_()
+                out = out + (h @ self.mlp_out).reshape(rows)
         return out
 
     @torch.no_grad()
@@ -221,17 +223,15 @@ class UserSpace:
                 jac[..., self.mlp_slice] += self.mlp_user[:, 0]
             else:
                 assert self.mlp_out is not None
-                acts = [(user.unsqueeze(1) + table).relu()]
+                acts = [(user.unsqueeze(1) + table).relu_().reshape(b * c, -1)]
                 for weight, bias in self.layers:
-                    acts.append(torch.baddbmm(bias, acts[-1],
-                                              weight.expand(b, -1, -1)).relu())
-                logits += acts[-1] @ self.mlp_out
+                    acts.append(torch.addmm(bias, acts[-1], weight).relu_())
+                logits += (acts[-1] @ self.mlp_out).reshape(b, c)
                 # back from the output: d logit / d h_k, one row per candidate
-                grad = torch.where(acts[-1] > 0, self.mlp_out, 0.0)
+                grad = self.mlp_out.expand_as(acts[-1]).masked_fill(acts[-1] <= 0, 0.0)
                 for (weight, _), act in zip(reversed(self.layers), reversed(acts[:-1])):
-                    grad = torch.bmm(grad, weight.t().expand(b, -1, -1))
-                    grad = torch.where(act > 0, grad, 0.0)
-                jac[..., self.mlp_slice] += grad @ self.mlp_user.t()
+                    grad = (grad @ weight.t()).masked_fill_(act <= 0, 0.0)
+                jac[..., self.mlp_slice] += (grad @ self.mlp_user.t()).reshape(b, c, -1)
         return logits, jac
 
 
@@ -325,16 +325,19 @@ def _newton(space: UserSpace, items: torch.Tensor, target: torch.Tensor, weight:
     """(Gauss-)Newton steps on the MAP objective, all users at once, damped per user as in
     Levenberg-Marquardt: a step that would raise a user's objective is refused and that
     user's damping raised tenfold (a shorter step, nearer the gradient's direction); an
-    accepted one lowers it. GMF's objective is convex, so its steps are Newton's own."""
+    accepted one lowers it. GMF's objective is convex, so its steps are Newton's own. Stops
+    early once every user's step is negligible."""
     b = items.shape[0]
     mu, prec = space.mean, space.precision * config.prior
     z = mu.expand(b, -1).clone()
 
     parts = space.gather(items)
 
+    sign = 1.0 - 2.0 * target  # softplus(-s) for a given item, softplus(s) for a negative
+
     def objective(z: torch.Tensor) -> torch.Tensor:
         s = space.logits(z, items, parts)
-        data = (weight * torch.nn.functional.softplus(torch.where(target > 0, -s, s))).sum(1)
+        data = (weight * torch.nn.functional.softplus(sign * s)).sum(1)
         d = z - mu
         return data + 0.5 * ((d @ prec) * d).sum(1)
 
@@ -349,10 +352,13 @@ def _newton(space: UserSpace, items: torch.Tensor, target: torch.Tensor, weight:
         hess = torch.einsum("bcd,bce->bde", jac * curv.unsqueeze(-1), jac) + prec
         scale = hess.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-12)
         damped = hess + (damping * scale).view(b, 1, 1) * eye
-        trial = z - torch.linalg.solve(damped, grad.unsqueeze(-1)).squeeze(-1)
+        step = torch.linalg.solve(damped, grad.unsqueeze(-1)).squeeze(-1)
+        trial = z - step
         value = objective(trial)
         ok = value <= current
         z = torch.where(ok.unsqueeze(1), trial, z)
         current = torch.where(ok, value, current)
         damping = torch.where(ok, (damping / 10).clamp_min(1e-6), damping * 10)
+        if bool((ok & (step.abs().amax(1) <= 1e-5 * (1 + z.abs().amax(1)))).all()):
+            break  # every user took a negligible step: converged
     return z

@@ -32,6 +32,9 @@ def register(sub: Any) -> None:
     p.add_argument("--workers", type=int_in(1, 64, "a number of processes"), default=1,
                    help="server processes sharing the port, each with its own copy of the "
                    "models (more cores, more memory)")
+    p.add_argument("--slots", type=positive_int, default=None,
+                   help="scorings and fold-ins computed at once per process, others wait "
+                   "(default: the cores divided among the workers)")
     p.add_argument("--threads", type=positive_int, default=1,
                    help="torch threads per request (requests already run in parallel)")
     p.add_argument("--log-level", default="warning",
@@ -44,7 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from ncf.serve.app import create_app
+        from ncf.serve.app import bound_allocator_caches, create_app
     except ImportError as exc:
         raise NcfError(f"ncf serve needs the serve extra ({exc.name} is missing): pip install "
                        "'ncf[serve]'") from None
@@ -53,7 +56,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ncf.serve.service import Service
 
     torch.set_num_threads(args.threads)
-    service = Service(args.run_dir, default_model=args.model)
+    bound_allocator_caches()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    slots = args.slots or max(1, (cores or 1) // args.workers)
+    service = Service(args.run_dir, default_model=args.model, compute_slots=slots)
     app = create_app(service)
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -71,7 +77,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers > 1:  # each worker process loads the run itself (checked above)
         os.environ.update(NCF_SERVE_RUN=str(Path(args.run_dir).resolve()),
                           NCF_SERVE_MODEL=service.default_model,
-                          NCF_SERVE_THREADS=str(args.threads))
+                          NCF_SERVE_THREADS=str(args.threads), NCF_SERVE_SLOTS=str(slots))
         config = uvicorn.Config("ncf.serve.app:from_environment", factory=True,
                                 workers=args.workers, **options)
     else:

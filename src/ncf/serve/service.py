@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 import unicodedata
 import zipfile
@@ -90,11 +91,16 @@ class Service:
         default_model: the model used when a request names none (default: NeuMF when the
             run has it, else the last NCF stage that finished).
         fold: how new users are folded in.
+        compute_slots: scorings and fold-ins that run at once (others wait for a slot):
+            one per core is fastest; each holds a few MB of temporaries per 10k items, so
+            this also bounds the memory under load. Lookups, search and similar items do
+            not wait for a slot.
     """
 
     def __init__(self, run_dir: str | Path, default_model: str | None = None,
-                 fold: FoldInConfig | None = None) -> None:
+                 fold: FoldInConfig | None = None, compute_slots: int = 2) -> None:
         t0 = time.perf_counter()
+        self._slots = threading.BoundedSemaphore(max(1, compute_slots))
         self.run_dir = Path(run_dir)
         if not self.run_dir.is_dir():
             raise NcfError(f"{self.run_dir}: no such run directory")
@@ -245,7 +251,8 @@ class Service:
         name = self.check_model(model or self.default_model)
         user = self.user_index(raw_user)
         seen = self.seen.indices[self.seen.indptr[user] : self.seen.indptr[user + 1]]
-        scores = self._scores(name, user)
+        with self._slots:
+            scores = self._scores(name, user)
         top = top_k(scores, k, None if include_seen else seen)
         return {"user": self.user_raw[user].item(), "model": name, "k": k,
                 "seen": int(len(seen)),
@@ -288,8 +295,9 @@ class Service:
         t0 = time.perf_counter()
         if name in self.spaces:
             space = self.spaces[name]
-            z = fold_in(space, [given], None if weights is None else [weights], self.fold)
-            scores = space.logits_all(z)[0].numpy()
+            with self._slots:
+                z = fold_in(space, [given], None if weights is None else [weights], self.fold)
+                scores = space.logits_all(z)[0].numpy()
         elif name == "itempop":
             scores = self.popularity
         else:
