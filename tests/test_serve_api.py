@@ -221,3 +221,24 @@ def test_top_k_orders_and_excludes() -> None:
     scores = np.array([0.1, 0.9, np.nan, 0.5, 0.9, -np.inf])
     assert top_k(scores, 3).tolist() == [1, 4, 3]
     assert top_k(scores, 10, exclude=np.array([1])).tolist() == [4, 3, 0]
+
+
+def test_a_run_without_titles_or_models(tmp_path: Path, run_dir: Path) -> None:
+    bare = tmp_path / "bare"
+    shutil.copytree(run_dir, bare)
+    (bare / "catalog.npz").unlink()
+    service = Service(bare)
+    client = TestClient(create_app(service))
+    body = client.get("/api/search", params={"q": "the"}).json()
+    assert body == {"query": "the", "catalog": False, "items": []}
+    row = client.get(f"/api/items/{int(service.item_raw[0])}").json()
+    assert row == {"item": int(service.item_raw[0])}
+    assert client.get("/api/info").json()["catalog"] is False
+    for name in ("gmf", "mlp", "neumf", "ease", "itempop"):
+        (bare / "models" / f"{name}.npz").unlink()
+    from ncf.errors import NcfError
+
+    with pytest.raises(NcfError, match="no trained NCF model"):
+        Service(bare)
+    with pytest.raises(NcfError, match="no such run directory"):
+        Service(tmp_path / "missing")
