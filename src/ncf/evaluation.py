@@ -387,3 +387,78 @@ def evaluate(
         score_fn, users, positives, _exclude_matrix(split), split.train.n_items, k=k,
         batch_size=batch_size,
     )
+
+
+def evaluate_full_sets(
+    score_fn: ScoreFn,
+    users: np.ndarray,
+    positives: sp.csr_matrix,
+    exclude: sp.csr_matrix | None,
+    n_items: int,
+    k: int = 10,
+    batch_size: int | None = None,
+) -> Metrics:
+    """Full ranking with several held-out items per user (e.g. whole held-out users).
+
+    Every item but the user's excluded ones is ranked; ties are ordered against the
+    held-out items, NaN scores count as ``-inf``. Per user: Recall@k = hits in the top ``k``
+    divided by ``min(k, |held-out|)`` (1 when the top ``k`` is all held-out items), NDCG@k
+    with the ideal DCG of ``min(k, |held-out|)`` hits, and the reciprocal rank of the first
+    held-out item; all averaged over users.
+
+    Args:
+        score_fn: ``(users (B,), items (B, n_items)) -> scores (B, n_items)``.
+        users: int users, shape ``(n,)``.
+        positives: csr ``(n, n_items)``: row ``b`` holds the held-out items of ``users[b]``
+            (at least one).
+        exclude: csr ``(n, n_items)`` of items left out of the ranking (e.g. the items the
+            user gave), or ``None``; a held-out item is never excluded.
+        n_items: number of items.
+        k: the cut-off.
+        batch_size: rows scored per call; default about 16M scores per batch.
+
+    Returns:
+        :class:`Metrics` with ``hr`` = Recall@k, ``protocol="full-sets"`` and ``ranks`` the
+        0-based rank of each user's first held-out item.
+    """
+    _check_k(k)
+    users = np.asarray(users, dtype=np.int64).reshape(-1)
+    positives = sp.csr_matrix(positives)
+    if positives.shape != (len(users), n_items):
+        raise NcfError(f"positives of shape {positives.shape}, expected ({len(users)}, {n_items})")
+    if exclude is not None and sp.csr_matrix(exclude).shape != positives.shape:
+        raise NcfError(f"exclude of shape {exclude.shape}, expected {positives.shape}")
+    counts = np.diff(positives.indptr)
+    if not len(users) or counts.min() < 1:
+        raise NcfError("every evaluated user needs at least one held-out item")
+    batch_size = batch_size or max(1, 2**24 // n_items)
+    all_items = np.arange(n_items, dtype=np.int64)
+    discount = 1.0 / np.log2(np.arange(k) + 2.0)
+    ideal = np.cumsum(discount)
+    recall = np.empty(len(users))
+    ndcg = np.empty(len(users))
+    first = np.empty(len(users), dtype=np.int64)
+    for start in range(0, len(users), batch_size):
+        sl = slice(start, min(start + batch_size, len(users)))
+        u = users[sl]
+        s = np.array(_scores(score_fn, u, np.broadcast_to(all_items, (len(u), n_items))),
+                     dtype=np.float64)
+        s[np.isnan(s)] = -np.inf
+        is_pos = positives[sl].toarray() > 0
+        dropped = np.zeros_like(is_pos)
+        if exclude is not None:
+            ex = sp.csr_matrix(exclude)[sl]
+            dropped[np.repeat(np.arange(len(u)), np.diff(ex.indptr)), ex.indices] = True
+            dropped &= ~is_pos
+            s[dropped] = -np.inf
+        # descending score; among equal scores the held-out items last, excluded ones after all
+        order = np.lexsort((is_pos, -s, dropped), axis=-1)
+        hits = np.take_along_axis(is_pos, order, axis=1)
+        n_pos = counts[sl]
+        top = hits[:, :k]
+        recall[sl] = top.sum(1) / np.minimum(k, n_pos)
+        ndcg[sl] = (top * discount).sum(1) / ideal[np.minimum(k, n_pos) - 1]
+        first[sl] = np.argmax(hits, axis=1)
+    return Metrics(hr=float(recall.mean()), ndcg=float(ndcg.mean()),
+                   mrr=float((1.0 / (first + 1.0)).mean()), n_users=len(users), k=k,
+                   protocol="full-sets", ranks=first)

@@ -11,7 +11,6 @@ import numpy as np
 
 from ncf.errors import DataError, NcfError, printable
 from ncf.interactions import Interactions
-from ncf.plots import plot_comparison, plot_curves
 from ncf.recommend import NCFRecommender
 from ncf.runs import (
     load_catalog,
@@ -48,6 +47,8 @@ def save_stage(run_dir: Path, result: Any, seen: Interactions) -> None:
     Called as each stage ends, so a run stopped in a later stage keeps the finished ones
     (``ncf evaluate`` and ``ncf recommend --model`` work on them).
     """
+    from ncf.plots import plot_curves  # matplotlib only where a picture is drawn
+
     name = result.name
     NCFRecommender.from_trained(result.model, seen).save(run_dir / "models" / f"{name}.npz")
     records = result.history.as_dicts()
@@ -58,6 +59,8 @@ def save_stage(run_dir: Path, result: Any, seen: Interactions) -> None:
 
 def finish_run(run_dir: Path, results: Mapping[str, Any]) -> None:
     """Write what needs every stage: the comparison picture and ``metrics.json``."""
+    from ncf.plots import plot_comparison
+
     plot_comparison({NAMES[name]: res.history.as_dicts() for name, res in results.items()},
                     run_dir / "plots" / "comparison.png")
     write_json(run_dir / "metrics.json", {name: res.metrics for name, res in results.items()})

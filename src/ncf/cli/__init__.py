@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The full `ncf` argument parser (sub-commands register themselves)."""
     from ncf.cli import data as data_cmd
     from ncf.cli import experiment as experiment_cmd
+    from ncf.cli import serve as serve_cmd
     from ncf.cli import train as train_cmd
 
     parser = _Parser(
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_cmd.register(sub)
     train_cmd.register(sub)
     experiment_cmd.register(sub)
+    serve_cmd.register(sub)
     return parser
 
 

@@ -56,7 +56,8 @@ def register(sub: Any) -> None:
         description=f"Presets: {presets}. Every cell (model, setting, seed) is stored once; "
         "running again computes only missing cells.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("name", choices=list(PRESET_TITLES), help="the study")
+    p.add_argument("name", choices=[*PRESET_TITLES, "coldstart"], help="the study (coldstart: "
+                   "whole users held out, folded in from their first N items)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--data", help="ratings file or folder (format detected), e.g. the "
                      "paper's ml-100k.train.rating; default: a synthetic Netflix-format set")
@@ -79,7 +80,13 @@ def register(sub: Any) -> None:
                    help=f"models to run, comma-separated, from: {', '.join(ALL_MODELS)}")
     p.add_argument("--quick", action="store_true", help="smoke run: one seed, one factor "
                    "size, two points per sweep and grid, fast baselines only")
-    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="samples per step (default 256; coldstart: as `ncf train` chooses)")
+    p.add_argument("--given", type=_ints, default=(1, 3, 5, 10, 20),
+                   help="coldstart: numbers of items folded in, e.g. 1,3,5,10,20")
+    p.add_argument("--users", type=positive_int, default=None,
+                   help="coldstart: held-out users (default: 20%% of those with enough "
+                   "interactions, at most 1000)")
     p.add_argument("--full-ranking-users", type=non_negative_int, default=10_000,
                    help="users sampled for full-ranking metrics (0: all)")
     p.add_argument("--device", default="auto",
@@ -105,6 +112,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from ncf.sources import resolve_training_data
 
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    if args.name == "coldstart":
+        return _coldstart(args, say)
+    args.batch_size = args.batch_size or 256
     epochs = args.epochs if args.epochs is not None else (
         QUICK_EPOCHS if args.quick else DEFAULT_EPOCHS)
     seeds = args.seeds[:1] if args.quick else args.seeds
@@ -134,4 +144,44 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                              data_title=name, say=say)
     say(f"total wall time {time.perf_counter() - t0:.1f}s "
         f"({len(outcome.stats.computed)} cell(s) computed)")
+    return 0
+
+
+def _coldstart(args: argparse.Namespace, say: Callable[..., None]) -> int:
+    """`ncf experiment coldstart`: see :mod:`ncf.experiments.coldstart`."""
+    from dataclasses import replace
+
+    from ncf.cli.train import auto_batch_size, check_device, set_threads
+    from ncf.experiments.coldstart import NAME, ColdStartOptions, run_coldstart
+    from ncf.experiments.run import check_report_folder, data_name
+    from ncf.pipeline import FINETUNE_PRESETS, PipelineConfig
+    from ncf.sources import resolve_training_data
+    from ncf.training import TrainConfig
+
+    epochs = args.epochs or (QUICK_EPOCHS if args.quick else 20)
+    factors = args.factors or (16,)
+    check_device(args.device)
+    models = args.models or ("gmf",)
+    ColdStartOptions(given=args.given, users=args.users, models=models)  # checked before data
+    name = data_name(args.data, args.dataset)
+    out = args.out or f"reports/{NAME}-{name}"
+    check_report_folder(out, NAME)
+    t0 = time.perf_counter()
+    data = resolve_training_data(
+        data=args.data, dataset=args.dataset, fmt=args.format, ratings=args.ratings,
+        synth_ratings=args.synth_ratings, seed=args.data_seed, say=say,
+    )
+    batch = args.batch_size or auto_batch_size(len(data.split.train), 4)
+    threads = set_threads(args.threads, batch)
+    stage = TrainConfig(epochs=epochs, batch_size=batch, early_stopping=8, device=args.device)
+    neumf = replace(FINETUNE_PRESETS["tuned"], epochs=epochs, batch_size=batch, early_stopping=8,
+                    device=args.device)
+    pipeline = PipelineConfig(factors=factors[0], gmf=stage, mlp=stage, neumf=neumf,
+                              seed=args.seeds[0], full_ranking_users=1000)
+    options = ColdStartOptions(given=args.given, users=args.users, models=models,
+                               pipeline=pipeline, seed=args.data_seed)
+    say(f"data: {data.description} ({time.perf_counter() - t0:.1f}s); batch {batch}, "
+        f"{threads} torch thread(s); report folder {out}")
+    run_coldstart(data, options, out, say=say, data_title=name)
+    say(f"report: {out}/report.md (total wall time {time.perf_counter() - t0:.1f}s)")
     return 0

@@ -1,0 +1,268 @@
+"""Load on `ncf serve`: a Netflix-shaped model, 50 concurrent clients, p50 / p99 and requests/s.
+
+Builds a run directory of that shape (17,770 items, 480,189 users; GMF, MLP and NeuMF with
+random weights: a latency does not depend on what the weights learned), starts
+``ncf serve`` on 127.0.0.1 and, for each endpoint in turn, keeps ``--clients`` keep-alive
+connections busy for ``--seconds``: known-user top-10, a new user folded in from 10 items,
+similar items. Every request goes to 127.0.0.1 only; each phase stops by itself.
+
+It prints latency percentiles, requests/s and error counts per endpoint, the server's
+memory at the start and end of each phase, and how busy the machine was meanwhile with
+other work (CPU time of processes other than the server and this script, in cores), so a
+noisy measurement says so.
+
+Usage::
+
+    python benchmarks/bench_serve.py [--seconds 30] [--clients 50] [--model neumf]
+                                     [--users 480189] [--items 17770] [--out result.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ncf.interactions import Interactions
+from ncf.models import GMF, MLP, NeuMF
+from ncf.recommend import NCFRecommender
+from ncf.runs import save_catalog, write_json
+
+HOST = "127.0.0.1"
+
+
+def build_run(out: Path, n_users: int, n_items: int, per_user: int, factors: int,
+              seed: int = 0) -> dict[str, Any]:
+    """A run directory of the given shape: three models, titles, ``per_user`` seen items each."""
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    pop = rng.zipf(1.3, size=n_items).astype(np.float64)
+    pop /= pop.sum()
+    counts = rng.integers(max(1, per_user // 4), per_user * 7 // 4 + 1, size=n_users)
+    users = np.repeat(np.arange(n_users, dtype=np.int32), counts)
+    items = rng.choice(n_items, size=len(users), p=pop).astype(np.int32)
+    seen = Interactions(users, items, None, None, n_users, n_items,
+                        np.arange(1, n_users + 1, dtype=np.int64) * 5,
+                        np.arange(1, n_items + 1, dtype=np.int64))
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    for model in (GMF(n_users, n_items, factors), MLP(n_users, n_items, factors, 3),
+                  NeuMF(n_users, n_items, factors, 3)):
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "user" in name or "item" in name:
+                    p.normal_(0, 0.3)
+        NCFRecommender.from_trained(model.eval(), seen).save(out / "models" / f"{model.kind}.npz")
+    from ncf.synth import _titles
+
+    save_catalog(out / "catalog.npz", seen.item_raw,
+                 np.array(_titles(n_items, rng)), rng.integers(1920, 2006, size=n_items))
+    write_json(out / "config.json", {"data": {"path": "synthetic Netflix shape",
+                                              "synthetic": True}})
+    return {"users": n_users, "items": n_items, "interactions": int(len(users))}
+
+
+def family(pid: int) -> list[int]:
+    """``pid`` and its descendants (the worker processes of ``--workers``)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            todo += [int(c) for c in task.read_text().split()]
+    return out
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of the server and its workers, MB."""
+    total = 0
+    for p in family(pid):
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds used by the server and its workers so far."""
+    total = 0
+    for p in family(pid):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds spent by every process on the machine so far (all cores)."""
+    parts = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    values = [int(x) for x in parts]
+    idle = values[3] + values[4]
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+async def client(port: int, make: Any, stop_at: float, lat: list[float],
+                 statuses: dict[int, int]) -> None:
+    """One keep-alive connection sending requests back to back until ``stop_at``."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        while time.perf_counter() < stop_at:
+            request = make()
+            t0 = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+            await reader.readexactly(length)
+            lat.append(time.perf_counter() - t0)
+            statuses[status] = statuses.get(status, 0) + 1
+    finally:
+        writer.close()
+
+
+def requests_for(kind: str, port: int, users: np.ndarray, items: np.ndarray, model: str,
+                 seed: int) -> Any:
+    rng = random.Random(seed)
+    host = f"Host: {HOST}:{port}\r\n".encode()
+
+    def known() -> bytes:
+        u = users[rng.randrange(len(users))]
+        return (f"GET /api/users/{u}/recommendations?k=10&model={model} HTTP/1.1\r\n".encode()
+                + host + b"\r\n")
+
+    def fold() -> bytes:
+        given = [int(items[rng.randrange(len(items))]) for _ in range(10)]
+        body = json.dumps({"items": given, "k": 10, "model": model}).encode()
+        return (b"POST /api/recommendations HTTP/1.1\r\n" + host +
+                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+    def similar() -> bytes:
+        i = items[rng.randrange(len(items))]
+        return (f"GET /api/items/{i}/similar?k=10&model={model} HTTP/1.1\r\n".encode() + host
+                + b"\r\n")
+
+    return {"known-user top-10": known, "fold-in from 10 items": fold,
+            "similar items": similar}[kind]
+
+
+async def phase(kind: str, port: int, pid: int, args: argparse.Namespace, users: np.ndarray,
+                items: np.ndarray, seconds: float) -> dict[str, Any]:
+    lat: list[float] = []
+    statuses: dict[int, int] = {}
+    rss0 = rss_mb(pid)
+    busy0, srv0, me0 = machine_busy_seconds(), cpu_seconds(pid), time.process_time()
+    t0 = time.perf_counter()
+    stop_at = t0 + seconds
+    tasks = [client(port, requests_for(kind, port, users, items, args.model, seed), stop_at,
+                    lat, statuses) for seed in range(args.clients)]
+    rss_series = []
+
+    async def sample() -> None:
+        while time.perf_counter() < stop_at:
+            rss_series.append(rss_mb(pid))
+            await asyncio.sleep(1.0)
+
+    await asyncio.gather(*tasks, sample())
+    wall = time.perf_counter() - t0
+    busy = machine_busy_seconds() - busy0
+    server_cpu, my_cpu = cpu_seconds(pid) - srv0, time.process_time() - me0
+    a = np.array(lat) * 1000
+    return {
+        "endpoint": kind, "requests": len(lat), "seconds": wall,
+        "requests_per_s": len(lat) / wall,
+        "p50_ms": float(np.percentile(a, 50)), "p90_ms": float(np.percentile(a, 90)),
+        "p99_ms": float(np.percentile(a, 99)), "max_ms": float(a.max()),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "errors": sum(v for k, v in statuses.items() if k >= 400),
+        "rss_mb_start": rss0, "rss_mb_end": rss_mb(pid),
+        "rss_mb_max": max(rss_series + [rss0]),
+        "server_cores": server_cpu / wall, "client_cores": my_cpu / wall,
+        "server_cpu_ms_per_request": 1000 * server_cpu / max(len(lat), 1),
+        "other_cores": max(0.0, (busy - server_cpu - my_cpu) / wall),
+        "load_average": os.getloadavg()[0],
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--clients", type=int, default=50)
+    p.add_argument("--model", default="neumf", help="model the requests name")
+    p.add_argument("--users", type=int, default=480_189)
+    p.add_argument("--items", type=int, default=17_770)
+    p.add_argument("--per-user", type=int, default=40, help="mean items seen per user")
+    p.add_argument("--factors", type=int, default=16)
+    p.add_argument("--run", help="reuse this run directory (built there when missing)")
+    p.add_argument("--endpoints", default="known,fold,similar")
+    p.add_argument("--workers", type=int, default=1, help="server processes (ncf serve --workers)")
+    p.add_argument("--out", help="write the results as JSON here")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    tmp = None
+    if args.run:
+        run = Path(args.run)
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="ncf-bench-serve-")
+        run = Path(tmp.name) / "run"
+    if not (run / "models" / "neumf.npz").exists():
+        t = time.perf_counter()
+        shape = build_run(run, args.users, args.items, args.per_user, args.factors)
+        print(f"built a run of {shape['users']:,} users x {shape['items']:,} items "
+              f"({shape['interactions']:,} seen) in {time.perf_counter() - t:.0f}s", flush=True)
+    t = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from ncf.cli import main; "
+                             "sys.exit(main())", "serve", str(run), "--host", HOST, "--port", "0",
+                             "--workers", str(args.workers)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    start_seconds = time.perf_counter() - t
+    match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+    if not match:
+        proc.kill()
+        print(f"the server did not start: {line!r}", file=sys.stderr)
+        return 1
+    port = int(match.group(1))
+    print(line.strip())
+    print(f"started (URL printed) in {start_seconds:.1f}s", flush=True)
+    rng = np.random.default_rng(1)
+    users = rng.choice(np.arange(1, args.users + 1) * 5, size=10_000)
+    items = rng.choice(np.arange(1, args.items + 1), size=10_000)
+    kinds = {"known": "known-user top-10", "fold": "fold-in from 10 items",
+             "similar": "similar items"}
+    results = []
+    try:
+        for key in args.endpoints.split(","):
+            asyncio.run(phase(kinds[key], port, proc.pid, args, users, items, 2.0))  # warm-up
+            r = asyncio.run(phase(kinds[key], port, proc.pid, args, users, items, args.seconds))
+            results.append(r)
+            print(f"{r['endpoint']:22s} {r['requests_per_s']:8.1f} req/s  p50 {r['p50_ms']:7.1f} ms"
+                  f"  p99 {r['p99_ms']:7.1f} ms  errors {r['errors']}  RSS {r['rss_mb_start']:.0f}"
+                  f" -> {r['rss_mb_end']:.0f} MB (max {r['rss_mb_max']:.0f})  cores: server "
+                  f"{r['server_cores']:.2f}, clients {r['client_cores']:.2f}, other work "
+                  f"{r['other_cores']:.2f}; server CPU {r['server_cpu_ms_per_request']:.2f} ms "
+                  "per request", flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        if tmp is not None:
+            tmp.cleanup()
+    summary = {"model": args.model, "clients": args.clients, "seconds": args.seconds,
+               "start_seconds": start_seconds, "cpus": os.cpu_count(), "results": results}
+    if args.out:
+        Path(args.out).write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
