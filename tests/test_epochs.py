@@ -42,7 +42,7 @@ def interactions(draw: st.DrawFn) -> tuple[list[tuple[int, int]], int, int]:
 def test_device_negatives_are_never_positives(data, k, seed, bitset) -> None:  # type: ignore[no-untyped-def]
     pairs, n_users, n_items = data
     ks = _keyset(pairs, n_items) if pairs else KeySet(np.zeros(0, np.int64), n_items)
-    tk = TorchKeySet(ks, "cpu", max_bitset_bytes=2**31 if bitset else 0)
+    tk = TorchKeySet(torch.from_numpy(ks.keys), n_items, max_bitset_bytes=2**31 if bitset else 0)
     users = torch.arange(n_users).repeat(3)
     negs = sample_negatives_torch(users, tk, k, torch.Generator().manual_seed(seed), max_rounds=2)
     rep = users.repeat_interleave(k)
@@ -54,7 +54,7 @@ def test_device_negatives_are_never_positives(data, k, seed, bitset) -> None:  #
 def test_device_negatives_are_uniform_over_a_heavy_users_free_items() -> None:
     n_items = 50
     ks = _keyset([(0, i) for i in range(n_items) if i not in (3, 17, 41)], n_items)
-    tk = TorchKeySet(ks, "cpu")
+    tk = TorchKeySet(torch.from_numpy(ks.keys), n_items)
     negs = sample_negatives_torch(torch.zeros(3000, dtype=torch.int64), tk, 4,
                                   torch.Generator().manual_seed(0))
     values, counts = torch.unique(negs, return_counts=True)
@@ -67,14 +67,14 @@ def test_device_membership_agrees_with_the_host_key_set(bitset: bool) -> None:
     rng = np.random.default_rng(0)
     keys = np.unique(rng.integers(0, 300 * 70, 2000))
     ks = KeySet(keys, 70)
-    tk = TorchKeySet(ks, "cpu", max_bitset_bytes=2**31 if bitset else 0)
+    tk = TorchKeySet(torch.from_numpy(ks.keys), 70, max_bitset_bytes=2**31 if bitset else 0)
     assert (tk.bits is not None) == bitset
     q = rng.integers(0, 300 * 70 + 500, 20_000)  # some beyond the last user
     assert np.array_equal(tk.contains(torch.from_numpy(q)).numpy(), ks.contains(q))
 
 
 def test_device_exact_draw_refuses_a_user_with_every_item() -> None:
-    tk = TorchKeySet(_keyset([(0, 0), (0, 1), (1, 0)], 2), "cpu")
+    tk = TorchKeySet.of_pairs(torch.tensor([0, 0, 1]), torch.tensor([0, 1, 0]), 2)
     with pytest.raises(NcfError, match="user 0 interacted with all 2 items"):
         tk.exact_free(torch.tensor([1, 0]), torch.Generator().manual_seed(0))
 
@@ -96,13 +96,13 @@ def test_device_epoch_holds_every_positive_once_with_fresh_negatives(block: int)
     train_x, _, _ = planted(n_users=40)
     ks = KeySet(train_x.keys(), train_x.n_items)
     u, i = train_x.user_ids.astype(np.int64), train_x.item_ids.astype(np.int64)
-    epochs = DeviceEpochs(u, i, ks, 3, "cpu", seed=0, block=block)
+    epochs = DeviceEpochs(u, i, train_x.n_items, 3, "cpu", seed=0, block=block)
     first, second = list(epochs), list(epochs)
     assert len(first) == -(-len(u) // block)
     for blocks in (first, second):
         _check_epoch(blocks, u, i, ks, 3)
     assert not torch.equal(torch.cat([b[1] for b in first]), torch.cat([b[1] for b in second]))
-    again = list(DeviceEpochs(u, i, ks, 3, "cpu", seed=0, block=block))  # seeded: repeats
+    again = list(DeviceEpochs(u, i, train_x.n_items, 3, "cpu", seed=0, block=block))  # seeded
     assert all(torch.equal(a, b) for x, y in zip(first, again) for a, b in zip(x, y))
 
 
@@ -122,7 +122,7 @@ def test_epoch_shards_partition_the_positives(world: int) -> None:
                                          shard=(rank, world),
                                          shard_rng=np.random.default_rng(7)))
             else:
-                blocks = list(DeviceEpochs(u, i, ks, 2, "cpu", seed=7, block=64,
+                blocks = list(DeviceEpochs(u, i, train_x.n_items, 2, "cpu", seed=7, block=64,
                                            shard=(rank, world)))
             labels = torch.cat([b[2] for b in blocks]) == 1
             users, items = torch.cat([b[0] for b in blocks]), torch.cat([b[1] for b in blocks])

@@ -127,26 +127,34 @@ class TorchKeySet:
     users who rated nearly every item.
 
     Args:
-        keys: the host key set (sorted unique keys; its bitset is reused when it has one).
-        device: where lookups run.
+        keys: sorted unique int64 keys, a tensor on the device where lookups run.
+        n_items: number of items in the key space.
         max_bitset_bytes: largest bitset built on the device.
     """
 
-    def __init__(self, keys: KeySet, device: str | torch.device,
+    def __init__(self, keys: torch.Tensor, n_items: int,
                  max_bitset_bytes: int = MAX_BITSET_BYTES) -> None:
-        self.n_items = keys.n_items
-        self.n_bits = keys.n_bits
-        self.device = torch.device(device)
-        self.keys = torch.from_numpy(keys.keys).to(self.device)
+        if n_items <= 0:
+            raise NcfError(f"n_items must be positive, got {n_items}")
+        self.n_items = int(n_items)
+        self.keys = keys.to(torch.int64)
+        self.device = keys.device
+        self.n_bits = (int(keys[-1]) // n_items + 1) * n_items if len(keys) else 0
         self.bits: torch.Tensor | None = None
-        if keys.bits is not None and keys.bits.nbytes <= max_bitset_bytes:
-            self.bits = torch.from_numpy(keys.bits).to(self.device)
-        elif (self.n_bits + 7) // 8 <= max_bitset_bytes and len(keys):
+        if len(keys) and (self.n_bits + 7) // 8 <= max_bitset_bytes:
             self.bits = torch.zeros((self.n_bits + 7) // 8, dtype=torch.uint8, device=self.device)
             flags = torch.bitwise_left_shift(torch.ones((), dtype=torch.uint8, device=self.device),
                                              (self.keys & 7).to(torch.uint8))
             # unique keys: the bits of one byte are distinct, so their sum is their OR
             self.bits.index_add_(0, self.keys >> 3, flags)
+
+    @classmethod
+    def of_pairs(cls, users: torch.Tensor, items: torch.Tensor, n_items: int,
+                 max_bitset_bytes: int = MAX_BITSET_BYTES) -> TorchKeySet:
+        """The set of ``(users, items)`` pairs, keyed and sorted where the tensors are (on a GPU
+        a sort of 100M keys takes milliseconds, against seconds for numpy on the host)."""
+        keys = torch.unique(users.to(torch.int64) * n_items + items.to(torch.int64))
+        return cls(keys, n_items, max_bitset_bytes)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -229,7 +237,7 @@ class DeviceEpochs:
 
     Args:
         users, items: the training positives (int arrays, shape ``(n,)``).
-        keys: their host key set (:meth:`ncf.interactions.Interactions.keys`).
+        n_items: number of items (negatives are drawn from ``0..n_items-1``).
         n_negatives: negatives per positive.
         device: the torch device.
         seed: seeds the device generator of negatives and shuffles (per rank when sharded).
@@ -237,13 +245,13 @@ class DeviceEpochs:
         shard: ``(rank, world)`` for data-parallel training, else ``None``.
     """
 
-    def __init__(self, users: np.ndarray, items: np.ndarray, keys: KeySet, n_negatives: int,
+    def __init__(self, users: np.ndarray, items: np.ndarray, n_items: int, n_negatives: int,
                  device: str | torch.device, seed: int, block: int = EPOCH_BLOCK,
                  shard: Shard | None = None) -> None:
         self.device = torch.device(device)
         self.users = torch.from_numpy(np.ascontiguousarray(users, dtype=np.int64)).to(self.device)
         self.items = torch.from_numpy(np.ascontiguousarray(items, dtype=np.int64)).to(self.device)
-        self.keys = TorchKeySet(keys, self.device)
+        self.keys = TorchKeySet.of_pairs(self.users, self.items, n_items)
         self.n_negatives, self.block, self.shard = n_negatives, block, shard
         self.n = shard_size(len(self.users), shard)
         rank = 0 if shard is None else shard[0]

@@ -266,15 +266,15 @@ def _epochs(
 ) -> tuple[Callable[[], Iterator[Batch]], int]:
     """The epoch builder of a training run and the samples of one epoch (of this rank)."""
     device = torch.device(config.device)
-    keys = KeySet(train_data.keys(), train_data.n_items)
     users = train_data.user_ids.astype(np.int64)
     items = train_data.item_ids.astype(np.int64)
     shard = None if dist is None else dist.shard
     on_device = config.sampler == "device" or (config.sampler == "auto" and device.type != "cpu")
-    if on_device:
-        epochs = DeviceEpochs(users, items, keys, config.n_negatives, device, config.seed,
-                              block=config.epoch_block, shard=shard)
+    if on_device:  # the key set is built on the device too
+        epochs = DeviceEpochs(users, items, train_data.n_items, config.n_negatives, device,
+                              config.seed, block=config.epoch_block, shard=shard)
         return epochs.__iter__, epochs.samples
+    keys = KeySet(train_data.keys(), train_data.n_items)
     # the host path: one generator for negatives, one (torch) for shuffles, as always
     rng = np.random.default_rng(config.seed if shard is None else [config.seed, shard[0]])
     shard_rng = None if shard is None else np.random.default_rng([config.seed, 1 << 30])
