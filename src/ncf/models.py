@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ncf.errors import NcfError
-from ncf.optim import Grad, RowGrad
+from ncf.optim import Grad, RowGrad, grads_from_autograd
 
 
 def _embedding(n: int, dim: int, sparse: bool) -> nn.Embedding:
@@ -213,13 +213,20 @@ class NCFModule(nn.Module):
     def loss_grads(
         self, users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, Grad]]:
-        """Mean log loss of a batch and its exact gradients, computed by hand.
+        """Mean log loss of a batch and its gradients, keyed by parameter name.
 
-        The same numbers as ``loss.backward()`` (a test checks it) at about a third of the
-        cost for small batches: no autograd graph is built. Embedding gradients come as
-        :class:`RowGrad` (only the rows used) when the model is ``sparse``, else dense.
+        This base version is the reference: autograd through :meth:`forward`. GMF, MLP and
+        NeuMF override it with gradients written by hand (the same numbers, tested, at about
+        a third of the cost for small batches: no graph is built). Embedding gradients come
+        as :class:`RowGrad` (only the rows used) when the embedding is ``sparse``, else dense.
         """
-        raise NotImplementedError  # pragma: no cover
+        for p in self.parameters():
+            p.grad = None
+        with torch.enable_grad():
+            logits = self(users, items)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+            loss.backward()
+        return loss.detach(), grads_from_autograd(self.named_parameters())
 
     def _emb_grad(self, table: nn.Embedding, index: torch.Tensor, values: torch.Tensor) -> Grad:
         rg = RowGrad(index, values)

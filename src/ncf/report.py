@@ -13,9 +13,11 @@ from ncf.errors import DataError, NcfError, printable
 from ncf.interactions import Interactions
 from ncf.plots import plot_comparison, plot_curves
 from ncf.recommend import NCFRecommender
+from ncf.recommender import save_seen
 from ncf.runs import (
     load_catalog,
     read_json,
+    remove_checkpoints,
     save_catalog,
     write_history,
     write_json,
@@ -30,9 +32,11 @@ def all_interactions(split: Any) -> Interactions:
     return split.train.concat(*parts).with_arrays(ratings=None, timestamps=None)
 
 
-def start_run(run_dir: Path, config: Any, data: Any,
+def start_run(run_dir: Path, config: Any, data: Any, seen: Interactions,
               extra: Mapping[str, Any] | None = None) -> None:
-    """Write a run's configuration and catalog before it trains."""
+    """Write a run's configuration, catalog and seen items (once for all its models) before
+    it trains."""
+    save_seen(run_dir / "seen.npz", seen.tocsr())
     if data.catalog is not None:
         c = data.catalog
         save_catalog(run_dir / "catalog.npz", c.item_raw, c.titles, c.years)
@@ -49,7 +53,8 @@ def save_stage(run_dir: Path, result: Any, seen: Interactions) -> None:
     (``ncf evaluate`` and ``ncf recommend --model`` work on them).
     """
     name = result.name
-    NCFRecommender.from_trained(result.model, seen).save(run_dir / "models" / f"{name}.npz")
+    NCFRecommender.from_trained(result.model, seen).save(run_dir / "models" / f"{name}.npz",
+                                                         include_seen=False)
     records = result.history.as_dicts()
     write_history(run_dir / "history" / f"{name}.csv", records)
     plot_curves(records, run_dir / "plots" / f"{name}.png", NAMES[name],
@@ -61,6 +66,7 @@ def finish_run(run_dir: Path, results: Mapping[str, Any]) -> None:
     plot_comparison({NAMES[name]: res.history.as_dicts() for name, res in results.items()},
                     run_dir / "plots" / "comparison.png")
     write_json(run_dir / "metrics.json", {name: res.metrics for name, res in results.items()})
+    remove_checkpoints(run_dir)  # the run is complete: nothing left to resume
 
 
 def format_table(metrics: Mapping[str, Mapping[str, Any]]) -> str:
@@ -110,7 +116,8 @@ def load_model(run_dir: Path, model: str = "neumf") -> NCFRecommender:
     if not path.exists():
         have = run_models(Path(run_dir))
         raise NcfError(f"{path}: no such model in this run (have: {', '.join(have) or 'none'})")
-    rec = NCFRecommender.load(path)  # DataError naming the file when it is broken
+    seen = Path(run_dir) / "seen.npz"  # older runs keep the seen items in each model file
+    rec = NCFRecommender.load(path, seen=seen if seen.exists() else None)  # DataError if broken
     if not isinstance(rec, NCFRecommender):
         raise DataError("not an NCF model", path=path)
     return rec
@@ -178,6 +185,11 @@ def evaluate_run(run_dir: Path, data: str | None = None, fmt: str | None = None,
         if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
             raise DataError(f"data.{key} is {value!r} (the file was edited?)",
                             path=Path(run_dir) / "config.json")
+    pipeline = cfg.get("pipeline")
+    run_seed = pipeline.get("seed", 0) if isinstance(pipeline, dict) else 0
+    if not isinstance(run_seed, int) or isinstance(run_seed, bool) or run_seed < 0:
+        raise DataError(f"pipeline.seed is {run_seed!r} (the file was edited?)",
+                        path=Path(run_dir) / "config.json")
     names = run_models(Path(run_dir))
     if not names:
         raise NcfError(f"{run_dir}: no trained model in this run (models/ is empty)")
@@ -201,6 +213,6 @@ def evaluate_run(run_dir: Path, data: str | None = None, fmt: str | None = None,
             if mine is not None and not np.array_equal(np.asarray(mine), np.asarray(theirs)):
                 raise NcfError(f"{source}: its {what} ids differ from those the model was "
                                "trained on (other data of the same size?)")
-        out[name] = test_metrics(rec.model, d.split, full_users=full_users)
+        out[name] = test_metrics(rec.model, d.split, full_users=full_users, seed=run_seed)
     return out
 

@@ -7,6 +7,7 @@ time; the tie rule then sorts only those few candidates. No per-row key, no per-
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -310,3 +311,23 @@ def with_negatives(split: Split, n: int = 99, seed: int = 0) -> Split:
             val.user_ids, keys, split.train.n_items, n=n, seed=seed + 1,
             user_raw=split.train.user_raw)
     return replace(split, **changes)
+
+
+def split_fingerprint(split: Split) -> str:
+    """A hash of everything in a split that results depend on (ids, held-out rows, candidates)."""
+    h = hashlib.sha256()
+    parts: list[Any] = [split.train.user_ids, split.train.item_ids, split.test.user_ids,
+                        split.test.item_ids, split.test_negatives]
+    if split.validation is not None:
+        parts += [split.validation.user_ids, split.validation.item_ids,
+                  split.validation_negatives]
+    h.update(f"{split.train.n_users},{split.train.n_items}".encode())
+    for p in parts:
+        h.update(b"|")
+        if p is None:
+            continue
+        flat = np.asarray(p).reshape(-1)
+        h.update(str(np.asarray(p).shape).encode())
+        for start in range(0, len(flat), 1 << 22):  # int64 chunks: no full copy at scale
+            h.update(flat[start : start + (1 << 22)].astype(np.int64).tobytes())
+    return h.hexdigest()[:16]

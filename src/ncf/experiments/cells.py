@@ -34,7 +34,7 @@ from ncf.pipeline import (
     validation_target,
 )
 from ncf.runs import write_json
-from ncf.split import Split
+from ncf.split import Split, split_fingerprint
 from ncf.training import TrainConfig, model_scorer, train
 
 #: Bump when the meaning of a stored result changes (old cells are then recomputed).
@@ -62,26 +62,6 @@ def config_hash(config: dict[str, Any]) -> str:
     """A stable 16-hex-digit hash of a JSON-able configuration."""
     text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def split_fingerprint(split: Split) -> str:
-    """A hash of everything in a split that results depend on (ids, held-out rows, candidates)."""
-    h = hashlib.sha256()
-    parts: list[Any] = [split.train.user_ids, split.train.item_ids, split.test.user_ids,
-                        split.test.item_ids, split.test_negatives]
-    if split.validation is not None:
-        parts += [split.validation.user_ids, split.validation.item_ids,
-                  split.validation_negatives]
-    h.update(f"{split.train.n_users},{split.train.n_items}".encode())
-    for p in parts:
-        h.update(b"|")
-        if p is None:
-            continue
-        flat = np.asarray(p).reshape(-1)
-        h.update(str(np.asarray(p).shape).encode())
-        for start in range(0, len(flat), 1 << 22):  # int64 chunks: no full copy at scale
-            h.update(flat[start : start + (1 << 22)].astype(np.int64).tobytes())
-    return h.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
