@@ -251,3 +251,23 @@ def test_ml100k_hit_ratio(shared_data: Path, name: str, kwargs: dict[str, float]
     train, users, candidates = _load_ml100k(shared_data)
     model = BASELINES[name](**kwargs).fit(train)
     assert low <= _hit_ratio_at_10(model, users, candidates) <= high
+
+
+def test_a_saved_baseline_loads_in_a_process_that_never_imported_the_baselines(
+        tmp_path: Path) -> None:
+    """The classes register themselves when their module is imported: loading a file by the
+    name it records imports that module, whatever the caller imported first."""
+    import os
+    import subprocess
+    import sys
+
+    x = _interactions(_random_binary(6, 9, 0.4, seed=0))
+    ItemPop().fit(x).save(tmp_path / "pop.npz")
+    code = ("from ncf.recommender import Recommender\n"
+            f"m = Recommender.load({str(tmp_path / 'pop.npz')!r})\n"
+            "print(type(m).__name__, m.recommend([0], k=2)[0].shape)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ItemPop", "(1,", "2)"]

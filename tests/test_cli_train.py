@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -170,27 +172,80 @@ def test_cuda_without_a_gpu_is_one_clear_line(tmp_path: Path, capsys) -> None:  
     assert not (tmp_path / "r").exists()
 
 
-def test_refit_is_reported_and_saved(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("NCF_CACHE", str(tmp_path / "cache"))
-    args = [a for a in SMALL if a != "--quiet"]
-    assert main(["train", "--synth-ratings", "20k", "--out", str(tmp_path / "run"), "--refit",
-                 "--dropout", "0.1", *args]) == 0
-    out = capsys.readouterr().out
+REFIT = ["--synth-ratings", "20k", "--refit", "--dropout", "0.1", "--seed", "1",
+         "--full-ranking-users", "100", *(a for a in SMALL if a != "--quiet")]
+
+
+@pytest.fixture(scope="module")
+def refit_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A run with ``--refit`` (and a seed other than 0), and what it printed."""
+    tmp = tmp_path_factory.mktemp("refit")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("NCF_CACHE", str(tmp / "cache"))
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            assert main(["train", "--out", str(tmp / "run"), *REFIT]) == 0
+    finally:
+        mp.undo()
+    return tmp / "run", out.getvalue()
+
+
+def test_refit_is_reported_and_saved(refit_run: tuple[Path, str], capsys) -> None:  # type: ignore[no-untyped-def]
+    run, out = refit_run
     assert "gmf refit epoch" in out and "mlp refit epoch" in out
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    config = json.loads((run / "config.json").read_text())
     assert config["pipeline"]["refit"] is True and config["pipeline"]["dropout"] == 0.1
     for model in ("gmf", "mlp", "neumf"):
         assert metrics[model]["refit"]["epochs"] == metrics[model]["best_epoch"]
         assert metrics[model]["sampled"]["hr"] > 0.3  # chance: 0.10
-    # the saved weights are the refit ones: re-scoring them gives the reported numbers
-    assert main(["evaluate", str(tmp_path / "run"), "--json"]) == 0
-    again = json.loads(capsys.readouterr().out)
-    for model in ("gmf", "mlp", "neumf"):
-        assert again[model]["sampled"]["hr"] == pytest.approx(metrics[model]["sampled"]["hr"])
+    # the saved weights are the refit ones: re-scoring them gives the reported numbers, full
+    # ranking on the same 100 users (drawn with the run's seed, 1)
+    for given in ([], ["--full-ranking-users", "100"]):
+        assert main(["evaluate", str(run), "--json", *given]) == 0
+        again = json.loads(capsys.readouterr().out)
+        for model in ("gmf", "mlp", "neumf"):
+            assert again[model]["sampled"]["hr"] == pytest.approx(metrics[model]["sampled"]["hr"])
+            assert again[model]["full"]["n_users"] == 100
+            for metric in ("hr", "ndcg", "mrr"):
+                assert again[model]["full"][metric] == metrics[model]["full"][metric], metric
+
+
+def test_a_refit_run_stopped_in_neumf_keeps_gmf_and_mlp_and_resumes(  # type: ignore[no-untyped-def]
+        refit_run: tuple[Path, str], tmp_path: Path, monkeypatch, capsys) -> None:
+    """Before its refit phase a run used to save nothing: stopped during NeuMF's first
+    training it lost GMF and MLP and its directory. The models chosen on validation are saved
+    as they are chosen (the refit ones replace them), and the run resumes."""
+    import ncf.pipeline as pipeline_mod
+    from ncf.models import NeuMF
+
+    real_train = pipeline_mod.train
+
+    def train_until_neumf(model, *a, **kw):  # type: ignore[no-untyped-def]
+        if isinstance(model, NeuMF):
+            raise KeyboardInterrupt
+        return real_train(model, *a, **kw)
+
+    monkeypatch.setattr(pipeline_mod, "train", train_until_neumf)
+    monkeypatch.setenv("NCF_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), *REFIT]) == 130
+    capsys.readouterr()
+    assert sorted(p.name for p in (run / "models").iterdir()) == ["gmf.npz", "mlp.npz"]
+    assert main(["evaluate", str(run), "--json"]) == 0  # usable, before their refit
+    assert sorted(json.loads(capsys.readouterr().out)) == ["gmf", "mlp"]
+    monkeypatch.setattr(pipeline_mod, "train", real_train)
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert _without_times(json.loads((run / "metrics.json").read_text())) == _without_times(
+        json.loads((refit_run[0] / "metrics.json").read_text()))
 
 
 @pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--epochs", "0", "epochs, batch_size and n_negatives must be positive"),
+    ("--negatives", "0", "epochs, batch_size and n_negatives must be positive"),
+    ("--lr", "-1", "learning rate must be a positive number"),
+    ("--finetune-lr", "nan", "learning rate must be a positive number"),
     ("--dropout", "1.5", "dropout must lie in [0, 1)"),
     ("--alpha", "2", "alpha must lie in [0, 1]"),
     ("--layers", "-1", "layers >= 0"),
@@ -206,6 +261,9 @@ def test_bad_model_options_fail_before_anything_is_written(tmp_path: Path, capsy
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not out.exists()
+    # checked before any data is read: a missing path, or a synthetic set to write, waits
+    assert main(["train", "--data", str(tmp_path / "nope"), *SMALL, flag, value]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_a_run_stopped_in_neumf_keeps_its_finished_stages(run_dir: Path, tmp_path: Path,  # type: ignore[no-untyped-def]

@@ -90,6 +90,10 @@ def test_factors_report_resume_and_single_cell_recompute(
     assert f"{float(ease['val_hr_mean']):.4f}" in line
     assert f"{float(ease['test_hr_mean']):.4f}" in line
     assert "chosen by validation HR@10" in report and "Wall time" in report
+    # the paper's studies train the paper's MLP: no dropout, and the report says so
+    assert "no dropout (the paper's MLP)" in report
+    mlp = json.loads(_cell_file(out, "mlp", 0).read_text())["config"]
+    assert "dropout" not in mlp and mlp["sparse"] is False
 
     # A second run recomputes nothing.
     calls.clear()
@@ -219,6 +223,13 @@ def test_cli_quick_run_on_a_table_file(tmp_path: Path, capsys: pytest.CaptureFix
     assert list(rows[0])[1:] == ["negatives=1 mean", "negatives=1 std", "negatives=4 mean",
                                  "negatives=4 std"]
     assert main(argv) == 0 and "[1/" not in capsys.readouterr().out  # nothing recomputed
+    dropped = ["experiment", "depth", "--data", str(data), "--quick", "--epochs", "1",
+               "--models", "mlp", "--factors", "8", "--dropout", "0.2", "--out",
+               str(tmp_path / "depth")]
+    assert main(dropped) == 0
+    assert "dropout 0.2 on the MLP's input" in (tmp_path / "depth" / "report.md").read_text()
+    mlp = json.loads(next((tmp_path / "depth" / "cells").iterdir()).read_text())["config"]
+    assert mlp["dropout"] == 0.2
     assert main(["experiment", "factors", "--data", str(data), "--models", "nope"]) == 2
     cell = sorted((out / "cells").iterdir())[0]
     cell.write_bytes(b"\xff not a cell")

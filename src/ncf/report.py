@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -169,8 +169,13 @@ def recommend_lines(run_dir: Path, user: Any, k: int = 10, model: str = "neumf",
 
 
 def evaluate_run(run_dir: Path, data: str | None = None, fmt: str | None = None,
-                 full_users: int | None = 10_000) -> dict[str, Any]:
-    """Re-score every model of a run: on its own split, or on another data path."""
+                 full_users: int | None | Literal["run"] = "run") -> dict[str, Any]:
+    """Re-score every model of a run: on its own split, or on another data path.
+
+    Full ranking runs on ``full_users`` users drawn with the run's seed (``"run"``: as many
+    as the run used, so that its own split gives back the numbers of its ``metrics.json``;
+    ``None``: every user).
+    """
     from ncf.pipeline import test_metrics
     from ncf.sources import resolve_training_data
 
@@ -186,10 +191,15 @@ def evaluate_run(run_dir: Path, data: str | None = None, fmt: str | None = None,
             raise DataError(f"data.{key} is {value!r} (the file was edited?)",
                             path=Path(run_dir) / "config.json")
     pipeline = cfg.get("pipeline")
-    run_seed = pipeline.get("seed", 0) if isinstance(pipeline, dict) else 0
-    if not isinstance(run_seed, int) or isinstance(run_seed, bool) or run_seed < 0:
-        raise DataError(f"pipeline.seed is {run_seed!r} (the file was edited?)",
-                        path=Path(run_dir) / "config.json")
+    pipeline = pipeline if isinstance(pipeline, dict) else {}
+    run_seed, run_users = pipeline.get("seed", 0), pipeline.get("full_ranking_users", 10_000)
+    for key, value in (("seed", run_seed), ("full_ranking_users", run_users)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or value < 0) or (key == "seed" and value is None):
+            raise DataError(f"pipeline.{key} is {value!r} (the file was edited?)",
+                            path=Path(run_dir) / "config.json")
+    if full_users == "run":
+        full_users = run_users
     names = run_models(Path(run_dir))
     if not names:
         raise NcfError(f"{run_dir}: no trained model in this run (models/ is empty)")

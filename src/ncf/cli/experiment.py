@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ncf.cli import non_negative_int, positive_int, seed_arg
+from ncf.cli import finite_float, non_negative_int, positive_int, seed_arg
 
 T = TypeVar("T")
 
@@ -80,6 +80,9 @@ def register(sub: Any) -> None:
     p.add_argument("--quick", action="store_true", help="smoke run: one seed, one factor "
                    "size, two points per sweep and grid, fast baselines only")
     p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--dropout", type=finite_float, default=0.0,
+                   help="dropout of the MLP's concatenated embeddings while training (MLP and "
+                   "NeuMF); 0 is the paper's model (ncf train's default is 0.2)")
     p.add_argument("--full-ranking-users", type=non_negative_int, default=10_000,
                    help="users sampled for full-ranking metrics (0: all)")
     p.add_argument("--device", default="auto",
@@ -113,8 +116,12 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         seeds=tuple(seeds), epochs=epochs, factors=args.factors, models=args.models,
         quick=args.quick, batch_size=args.batch_size,
         full_ranking_users=args.full_ranking_users or None, device=args.device,
+        dropout=args.dropout,
     )
     # options and folders are checked before any data is read or anything is written
+    from ncf.models import check_dropout
+
+    check_dropout(args.dropout)
     preset_models(PRESETS[args.name], options)
     preset_factors(PRESETS[args.name], options)
     name = data_name(args.data, args.dataset)

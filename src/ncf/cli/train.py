@@ -83,8 +83,9 @@ def register(sub: Any) -> None:
     e.add_argument("run_dir")
     e.add_argument("--data", help="data to score on (default: the run's own split)")
     e.add_argument("--format")
-    e.add_argument("--full-ranking-users", type=non_negative_int, default=10_000,
-                   help="users sampled for full-ranking metrics (0: all)")
+    e.add_argument("--full-ranking-users", type=non_negative_int, default=None,
+                   help="users sampled for full-ranking metrics, with the run's seed (0: all; "
+                   "default: as many as the run used)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(run=cmd_evaluate)
 
@@ -532,7 +533,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ncf.report import evaluate_run
 
     out = evaluate_run(Path(args.run_dir), data=args.data, fmt=args.format,
-                       full_users=args.full_ranking_users or None)
+                       full_users="run" if args.full_ranking_users is None
+                       else args.full_ranking_users or None)
     if args.json:
         import json
 

@@ -29,6 +29,7 @@ from ncf.pipeline import (
     PipelineConfig,
     StageResult,
     init_model,
+    resolve_sparse,
     run_pipeline,
     stage_config,
     validation_target,
@@ -110,11 +111,13 @@ class Budget:
     lr: float = 0.001
     full_ranking_users: int | None = 10_000
     device: str = "cpu"
+    dropout: float = 0.0
 
 
 def pipeline_config(setting: dict[str, int], seed: int, budget: Budget,
-                    pretrain: bool) -> PipelineConfig:
-    """The pipeline configuration of an NCF setting (factors, layers, negatives)."""
+                    pretrain: bool, n_users: int) -> PipelineConfig:
+    """The pipeline configuration of an NCF setting (factors, layers, negatives), with the
+    row-wise update choice made explicit for ``n_users`` users on the budget's device."""
     negatives = int(setting.get("negatives", 4))
     # The stage seeds are set as run_pipeline sets them, so the stored configuration is exact.
     stage = TrainConfig(epochs=budget.epochs, batch_size=budget.batch_size, lr=budget.lr,
@@ -125,7 +128,8 @@ def pipeline_config(setting: dict[str, int], seed: int, budget: Budget,
     return PipelineConfig(
         factors=int(setting.get("factors", 8)), n_layers=int(setting.get("layers", 3)),
         pretrain=pretrain, gmf=stage, mlp=stage, neumf=neumf, seed=seed,
-        full_ranking_users=budget.full_ranking_users,
+        full_ranking_users=budget.full_ranking_users, dropout=budget.dropout,
+        sparse=resolve_sparse(None, n_users, budget.device),
     )
 
 
@@ -283,7 +287,8 @@ def _ncf_result(model: Any, history: Any, split: Split, full_users: int | None) 
 
 def _train_single(name: str, pc: PipelineConfig, split: Split) -> tuple[Any, Any]:
     """GMF or MLP alone, initialised and trained exactly as :func:`run_pipeline` does."""
-    model = init_model(name, pc, split.train.n_users, split.train.n_items)
+    device = pc.gmf.device
+    model = init_model(name, pc, split.train.n_users, split.train.n_items, device)
     history = train(model, split.train, validation_target(split), stage_config(name, pc))
     return model, history
 

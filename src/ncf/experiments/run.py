@@ -189,7 +189,7 @@ def _run(name: str, data: Any, options: ExperimentOptions, out: str | Path,
         raise NcfError("the split has no validation items with candidates: choices could "
                        "only be made on test")
     fingerprint = split_fingerprint(split)
-    cells = build_cells(preset, options, fingerprint)
+    cells = build_cells(preset, options, fingerprint, split.train.n_users)
     models = preset_models(preset, options)
     out = Path(out)
     cells_folder = Path(cells_dir) if cells_dir is not None else out / "cells"
