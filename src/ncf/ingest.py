@@ -23,7 +23,7 @@ from ncf import storage
 from ncf.datasets import Catalog, load, read_netflix_probe, read_titles
 from ncf.datasets._common import SECONDS_PER_DAY
 from ncf.datasets.loader import _find_titles
-from ncf.datasets.netflix import NetflixColumns, rating_lines, read_netflix_columns
+from ncf.datasets.netflix import NetflixColumns, read_netflix_columns, repeated_pair_error
 from ncf.errors import DataError, NcfError, about
 from ncf.interactions import Interactions
 from ncf.outputs import temporary_folder
@@ -140,7 +140,7 @@ def _refuse_repeated_pairs(x: Interactions, path: str | Path, sources: list[str]
     same = np.flatnonzero(s[1:] == s[:-1])
     if same.size:
         u, i = divmod(int(s[same[0]]), x.n_items)
-        raise _repeated_pair_error(sources, x.user_raw[u], x.item_raw[i], path)
+        raise repeated_pair_error(sources, x.user_raw[u], x.item_raw[i], path)
 
 
 def load_split(path: str | Path, **options: Any) -> tuple[Split, Catalog | None, dict[str, Any]]:
@@ -174,23 +174,11 @@ def _row_slices(n: int) -> list[slice]:
     return [slice(a, min(a + _ROWS, n)) for a in range(0, n, _ROWS)]
 
 
-def _repeated_pair_error(sources: list[str] | list[Path], customer: Any, movie: Any,
-                         folder: str | Path) -> DataError:
-    """Name the file and line of a repeated (customer, movie) pair, and where it came first."""
-    at = rating_lines(sources, int(movie), int(customer))
-    message = f"customer {customer} rated movie {movie} twice: the Prize data hold each pair once"
-    if len(at) < 2:  # inside an archive: no line to name
-        return DataError(message, path=folder)
-    (first, first_line), (path, line) = at[0], at[1]
-    also = f"line {first_line}" if first == path else f"{first.name}, line {first_line}"
-    return DataError(f"{message} (also {also})", path=path, line=line)
-
-
 def _duplicate_error(c: NetflixColumns, key: int, n_items: int) -> DataError:
     """Name the file and line of the first repeated (customer, movie) pair."""
     u, i = divmod(key, n_items)
     rows = np.flatnonzero((c.users == u) & (c.items == i))
-    return _repeated_pair_error(list(c.sources), c.user_raw[u], c.item_raw[i],
+    return repeated_pair_error(list(c.sources), c.user_raw[u], c.item_raw[i],
                                 Path(c.source_of(int(rows[0]))).parent)
 
 

@@ -18,8 +18,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ncf.baselines import BASELINES
 from ncf.errors import DataError, NcfError
 from ncf.evaluation import ScoreFn, evaluate
@@ -35,7 +33,7 @@ from ncf.pipeline import (
     validation_target,
 )
 from ncf.runs import write_json
-from ncf.split import Split, split_fingerprint
+from ncf.split import Split
 from ncf.training import TrainConfig, model_scorer, train
 
 #: Bump when the meaning of a stored result changes (old cells are then recomputed).

@@ -16,7 +16,6 @@ from ncf.experiments.cells import (
     CellStore,
     RunStats,
     compute_cells,
-    split_fingerprint,
 )
 from ncf.experiments.markdown import write_report
 from ncf.experiments.presets import (
@@ -40,6 +39,7 @@ from ncf.experiments.tables import (
 )
 from ncf.outputs import output_lock
 from ncf.runs import atomic_write, existing_ancestor, write_json
+from ncf.split import split_fingerprint
 
 __all__ = ["PRESETS", "ExperimentOptions", "ExperimentOutcome", "Preset", "check_cells_folder",
            "check_report_folder", "data_name", "run_experiment"]
