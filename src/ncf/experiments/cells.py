@@ -39,6 +39,9 @@ from ncf.training import TrainConfig, model_scorer, train
 #: Bump when the meaning of a stored result changes (old cells are then recomputed).
 CELL_VERSION = 1
 
+#: Baselines trained on sampled negatives.
+SAMPLED_BASELINES = ("bpr", "mf")
+
 #: Baselines whose main hyper-parameter is a number of factors.
 FACTOR_BASELINES = ("puresvd", "ials", "bpr", "mf")
 
@@ -175,10 +178,13 @@ def baseline_spec(name: str, setting: dict[str, int], seed: int, fix_factors: bo
 def baseline_cell_config(spec: BaselineSpec, fingerprint: str,
                          full_users: int | None) -> dict[str, Any]:
     """The configuration a baseline's result depends on (no seed for deterministic ones)."""
-    return {"kind": "baseline", "model": spec.name, "version": CELL_VERSION,
-            "data": fingerprint, "fixed": spec.fixed, "grid": spec.grid, "seed": spec.seed,
-            "full_ranking_users": full_users, "k": 10,
-            "selection": "grid point with the best validation HR@10 (sampled)"}
+    cfg = {"kind": "baseline", "model": spec.name, "version": CELL_VERSION,
+           "data": fingerprint, "fixed": spec.fixed, "grid": spec.grid, "seed": spec.seed,
+           "full_ranking_users": full_users, "k": 10,
+           "selection": "grid point with the best validation HR@10 (sampled)"}
+    if spec.name in SAMPLED_BASELINES:  # their draws changed when they took NCF's sampler
+        cfg["negatives"] = "ncf.sampling.sample_negatives"
+    return cfg
 
 
 def _grid_points(grid: dict[str, list[Any]]) -> Iterable[dict[str, Any]]:
