@@ -92,6 +92,13 @@ class PipelineConfig:
         """Names of the models this configuration trains, in order."""
         return ["gmf", "mlp", "neumf"] if self.pretrain else ["neumf"]
 
+    def with_epochs(self, epochs: int, early_stopping: int | None = None) -> PipelineConfig:
+        """This configuration with every stage trained for at most ``epochs`` epochs (and
+        stopped after ``early_stopping`` epochs without a better validation HR@10)."""
+        return replace(self, **{name: replace(getattr(self, name), epochs=epochs,
+                                              early_stopping=early_stopping)
+                                for name in ("gmf", "mlp", "neumf")})
+
 
 @dataclass
 class StageResult:

@@ -150,13 +150,14 @@ class Recommender(ABC):
             DataError: naming ``path``, when it is unreadable or its contents do not fit
                 together (shapes, id maps, seen items outside the model's items).
         """
+        empty = np.zeros(0, dtype=np.int64)
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(bytes(z["meta"]).decode())
                 arrays = {k[2:]: z[k] for k in z.files if k.startswith("a_")}
                 inside = "seen_indptr" in z.files
-                indptr = z["seen_indptr"] if inside else None
-                indices = z["seen_indices"] if inside else None
+                indptr = z["seen_indptr"] if inside else empty
+                indices = z["seen_indices"] if inside else empty
         except MemoryError:
             raise
         except Exception as exc:  # numpy's parser of a damaged file raises
@@ -166,7 +167,7 @@ class Recommender(ABC):
         if not inside:
             if seen is None:
                 raise NcfError(f"{path}: its seen items are stored apart (the run's seen.npz);"
-                               " load it with ncf.load_run or Recommender.load(path, seen=...)")
+                               " load it with ncf.load_model(RUN), or pass seen=...")
             indptr, indices = load_seen(seen)
         try:
             n_users, n_items, name, params = _check_meta(meta)

@@ -198,8 +198,7 @@ def evaluate_run(run_dir: Path, data: str | None = None, fmt: str | None = None,
                                   or value < 0) or (key == "seed" and value is None):
             raise DataError(f"pipeline.{key} is {value!r} (the file was edited?)",
                             path=Path(run_dir) / "config.json")
-    if full_users == "run":
-        full_users = run_users
+    users: int | None = run_users if full_users == "run" else full_users  # type: ignore[assignment]
     names = run_models(Path(run_dir))
     if not names:
         raise NcfError(f"{run_dir}: no trained model in this run (models/ is empty)")
@@ -223,6 +222,6 @@ def evaluate_run(run_dir: Path, data: str | None = None, fmt: str | None = None,
             if mine is not None and not np.array_equal(np.asarray(mine), np.asarray(theirs)):
                 raise NcfError(f"{source}: its {what} ids differ from those the model was "
                                "trained on (other data of the same size?)")
-        out[name] = test_metrics(rec.model, d.split, full_users=full_users, seed=run_seed)
+        out[name] = test_metrics(rec.model, d.split, full_users=users, seed=run_seed)
     return out
 

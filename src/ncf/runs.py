@@ -177,7 +177,7 @@ def atomic_write(path: str | Path, data: bytes) -> Path:
 def atomic_savez(path: str | Path, arrays: Mapping[str, np.ndarray]) -> Path:
     """``np.savez`` of ``arrays`` into ``path``, atomically (see :func:`atomic_file`)."""
     with atomic_file(path) as fh:
-        np.savez(fh, **arrays)
+        np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stubs: names to arrays
     return Path(path)
 
 

@@ -365,7 +365,8 @@ def with_negatives(split: Split, n: int = 99, seed: int = 0) -> Split:
         test_users=split.test.user_ids if need_test else None,
         validation_users=val.user_ids if need_val and val is not None else None,
         user_raw=split.train.user_raw)
-    return replace(split, **{f"{name}_negatives": c for name, c in found.items()})
+    return replace(split, test_negatives=found.get("test", split.test_negatives),
+                   validation_negatives=found.get("validation", split.validation_negatives))
 
 
 def split_fingerprint(split: Split) -> str:
