@@ -40,6 +40,11 @@ def test_run_directory_holds_everything(run_dir: Path) -> None:
         assert rows[0].split(",")[:4] == ["epoch", "loss", "hr", "ndcg"] and len(rows) == 3
     assert (run_dir / "plots" / "comparison.png").is_file()
     assert not list(run_dir.rglob("*.tmp"))
+    # the seen items are stored once for the run, not in every model file
+    assert (run_dir / "seen.npz").is_file()
+    for model in ("gmf", "mlp", "neumf"):
+        with np.load(run_dir / "models" / f"{model}.npz") as z:
+            assert not {"seen_indptr", "seen_indices"} & set(z.files)
     config = json.loads((run_dir / "config.json").read_text())
     assert config["pipeline"]["neumf"]["optimizer"] == "sgd"
     assert config["pipeline"]["neumf"]["momentum"] == 0.9
