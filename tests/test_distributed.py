@@ -57,9 +57,11 @@ def runs(data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
     assert main(["train", "--data", str(data), "--out", str(tmp / "one"), *ARGS]) == 0
     work = tmp / "two-procs"
     work.mkdir()
-    done = _ncf("train", "--data", str(data), "--out", "run", "--nproc", "2", *ARGS, cwd=work)
+    # no --out: rank 0 names the run directory (runs/run-TIMESTAMP), the others learn it
+    done = _ncf("train", "--data", str(data), "--nproc", "2", *ARGS, cwd=work)
     assert done.returncode == 0, done.stderr
-    return tmp / "one", work / "run", work
+    (two,) = (work / "runs").iterdir()
+    return tmp / "one", two, work
 
 
 def test_two_processes_learn_and_match_one_at_the_same_global_batch(runs) -> None:  # type: ignore[no-untyped-def]
@@ -77,7 +79,8 @@ def test_two_processes_learn_and_match_one_at_the_same_global_batch(runs) -> Non
 
 def test_rank_zero_alone_writes_one_run_directory(runs) -> None:  # type: ignore[no-untyped-def]
     _, two, work = runs
-    assert sorted(p.name for p in work.iterdir()) == ["run"]
+    assert sorted(p.name for p in work.iterdir()) == ["runs"]
+    assert [p.name for p in (work / "runs").iterdir()] == [two.name]
     assert sorted(p.name for p in two.iterdir()) == [
         "config.json", "history", "metrics.json", "models", "plots", "seen.npz"]
     assert len((two / "history" / "gmf.csv").read_text().splitlines()) == 1 + 6

@@ -144,9 +144,9 @@ class Distributed:
     def gather_text(self, text: str) -> list[str]:
         """Every rank's ``text``, in rank order, on every rank (checkpoints gather each
         rank's generator states this way)."""
-        data = torch.frombuffer(bytearray(text.encode()), dtype=torch.uint8)
+        data = torch.tensor(list(text.encode()), dtype=torch.uint8)
         sizes = self._gather(torch.tensor([len(data)], dtype=torch.int64)).tolist()
-        padded = torch.zeros(max(sizes), dtype=torch.uint8)
+        padded = torch.zeros(max(*sizes, 1), dtype=torch.uint8)
         padded[: len(data)] = data
         parts = self._gather(padded).view(self.world, -1)
         return [bytes(parts[r, : sizes[r]].tolist()).decode() for r in range(self.world)]

@@ -460,10 +460,12 @@ def _train(args: argparse.Namespace, device: str, dist: Any) -> int:
                 "finetune": preset, "threads": threads, "argv": sys.argv[1:], "device": device,
                 "processes": world, "batch_plan": plan.as_dict(),
                 "split_fingerprint": fingerprint, "args": _recorded_args(args)})
-        assert run_dir is not None or not main
-        checkpoints = None if run_dir is None else run_dir / "checkpoints"
-        if dist is not None:  # every rank reads the checkpoints rank 0 writes
-            checkpoints = Path(args.resume or args.out) / "checkpoints"
+        if dist is not None:  # every rank reads the checkpoints rank 0 writes (and names)
+            run_dir_of_rank0 = dist.gather_text(str(run_dir) if main else "")[0]
+            checkpoints = Path(run_dir_of_rank0) / "checkpoints"
+        else:
+            assert run_dir is not None
+            checkpoints = run_dir / "checkpoints"
         results = run_pipeline(split, config, on_epoch=progress.line, progress=progress.bar,
                                device=device, on_result=save if main else None, dist=dist,
                                checkpoints=checkpoints)
