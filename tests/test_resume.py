@@ -116,15 +116,19 @@ def _stop_in(epoch: int) -> Any:
     return on_epoch
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_a_stage_resumed_from_any_epoch_ends_as_it_would_have(tmp_path: Path,
-                                                              optimizer: str) -> None:
+@pytest.mark.parametrize(("optimizer", "sampler"),
+                         [("adam", "host"), ("sgd", "host"), ("adam", "device")])
+def test_a_stage_resumed_from_any_epoch_ends_as_it_would_have(tmp_path: Path, optimizer: str,
+                                                              sampler: str) -> None:
+    """Host epochs (numpy + torch generators) and device epochs (torch generators on the
+    model's device; here the CPU), Adam and SGD with momentum, a plateau scheduler, early
+    stopping, warm-up and dropout: stopped after any epoch, the stage ends as it would have."""
     from ncf.models import MLP
 
     x, val, _ = _tiny()
     cfg = TrainConfig(epochs=4, batch_size=64, optimizer=optimizer, lr=0.01, momentum=0.9,
                       weight_decay=1e-4, plateau_factor=0.5, plateau_patience=1,
-                      early_stopping=3, warmup_steps=7)
+                      early_stopping=3, warmup_steps=7, sampler=sampler)
 
     def fresh() -> MLP:
         torch.manual_seed(0)
@@ -133,7 +137,7 @@ def test_a_stage_resumed_from_any_epoch_ends_as_it_would_have(tmp_path: Path,
     ref = fresh()
     h_ref = train(ref, x, val, cfg)
     for stop in (2, 4):
-        path = tmp_path / f"stop{stop}-{optimizer}.npz"
+        path = tmp_path / f"stop{stop}-{optimizer}-{sampler}.npz"
         with pytest.raises(_Stop):
             train(fresh(), x, val, cfg, checkpoint=path, on_epoch=_stop_in(stop))
         model = fresh()  # a new process starts from new weights: the checkpoint has them all
