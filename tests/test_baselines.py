@@ -17,7 +17,6 @@ from ncf.baselines import (
     ItemKNN,
     ItemPop,
     LogisticMF,
-    NegativeSampler,
     PureSVD,
 )
 from ncf.baselines.factorization import als_solve
@@ -188,23 +187,26 @@ def test_ials_loss_decreases_with_iterations() -> None:
     assert losses[0] > losses[1] > losses[2]
 
 
-def test_negative_sampler_is_exact_and_uniform() -> None:
+def test_baselines_draw_negatives_with_the_training_sampler() -> None:
+    """BPR and logistic MF draw with :func:`ncf.sampling.sample_negatives`, NCF's sampler:
+    exact (never a positive) and uniform over each user's other items."""
+    from ncf.sampling import KeySet, sample_negatives
+
     x = np.zeros((3, 10))
     x[0, [1, 3, 4, 9]] = 1
     x[1, :9] = 1  # only item 9 is negative
-    keys = _interactions(x).keys()
-    sampler = NegativeSampler(keys, 3, 10)
+    keys = KeySet(_interactions(x).keys(), 10)
     rng = np.random.default_rng(0)
     users = np.repeat([0, 1, 2], 6000)
-    items = sampler.sample(users, rng)
+    items = sample_negatives(users, keys, 10, 1, rng)
     assert not x[users, items].any()
     assert (items[users == 1] == 9).all()
     counts = np.bincount(items[users == 0], minlength=10)[[0, 2, 5, 6, 7, 8]]
     assert np.abs(counts / 6000 - 1 / 6).max() < 0.02
     assert len(np.unique(items[users == 2])) == 10
     x[2] = 1
-    with pytest.raises(NcfError, match="every item"):
-        NegativeSampler(_interactions(x).keys(), 3, 10)
+    with pytest.raises(NcfError, match="interacted with all 10 items"):
+        BPR(factors=2, epochs=1).fit(_interactions(x))
 
 
 def test_diverging_sgd_raises() -> None:
@@ -251,3 +253,23 @@ def test_ml100k_hit_ratio(shared_data: Path, name: str, kwargs: dict[str, float]
     train, users, candidates = _load_ml100k(shared_data)
     model = BASELINES[name](**kwargs).fit(train)
     assert low <= _hit_ratio_at_10(model, users, candidates) <= high
+
+
+def test_a_saved_baseline_loads_in_a_process_that_never_imported_the_baselines(
+        tmp_path: Path) -> None:
+    """The classes register themselves when their module is imported: loading a file by the
+    name it records imports that module, whatever the caller imported first."""
+    import os
+    import subprocess
+    import sys
+
+    x = _interactions(_random_binary(6, 9, 0.4, seed=0))
+    ItemPop().fit(x).save(tmp_path / "pop.npz")
+    code = ("from ncf.recommender import Recommender\n"
+            f"m = Recommender.load({str(tmp_path / 'pop.npz')!r})\n"
+            "print(type(m).__name__, m.recommend([0], k=2)[0].shape)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ItemPop", "(1,", "2)"]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -37,6 +40,11 @@ def test_run_directory_holds_everything(run_dir: Path) -> None:
         assert rows[0].split(",")[:4] == ["epoch", "loss", "hr", "ndcg"] and len(rows) == 3
     assert (run_dir / "plots" / "comparison.png").is_file()
     assert not list(run_dir.rglob("*.tmp"))
+    # the seen items are stored once for the run, not in every model file
+    assert (run_dir / "seen.npz").is_file()
+    for model in ("gmf", "mlp", "neumf"):
+        with np.load(run_dir / "models" / f"{model}.npz") as z:
+            assert not {"seen_indptr", "seen_indices"} & set(z.files)
     config = json.loads((run_dir / "config.json").read_text())
     assert config["pipeline"]["neumf"]["optimizer"] == "sgd"
     assert config["pipeline"]["neumf"]["momentum"] == 0.9
@@ -169,27 +177,80 @@ def test_cuda_without_a_gpu_is_one_clear_line(tmp_path: Path, capsys) -> None:  
     assert not (tmp_path / "r").exists()
 
 
-def test_refit_is_reported_and_saved(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("NCF_CACHE", str(tmp_path / "cache"))
-    args = [a for a in SMALL if a != "--quiet"]
-    assert main(["train", "--synth-ratings", "20k", "--out", str(tmp_path / "run"), "--refit",
-                 "--dropout", "0.1", *args]) == 0
-    out = capsys.readouterr().out
+REFIT = ["--synth-ratings", "20k", "--refit", "--dropout", "0.1", "--seed", "1",
+         "--full-ranking-users", "100", *(a for a in SMALL if a != "--quiet")]
+
+
+@pytest.fixture(scope="module")
+def refit_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A run with ``--refit`` (and a seed other than 0), and what it printed."""
+    tmp = tmp_path_factory.mktemp("refit")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("NCF_CACHE", str(tmp / "cache"))
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            assert main(["train", "--out", str(tmp / "run"), *REFIT]) == 0
+    finally:
+        mp.undo()
+    return tmp / "run", out.getvalue()
+
+
+def test_refit_is_reported_and_saved(refit_run: tuple[Path, str], capsys) -> None:  # type: ignore[no-untyped-def]
+    run, out = refit_run
     assert "gmf refit epoch" in out and "mlp refit epoch" in out
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    config = json.loads((run / "config.json").read_text())
     assert config["pipeline"]["refit"] is True and config["pipeline"]["dropout"] == 0.1
     for model in ("gmf", "mlp", "neumf"):
         assert metrics[model]["refit"]["epochs"] == metrics[model]["best_epoch"]
         assert metrics[model]["sampled"]["hr"] > 0.3  # chance: 0.10
-    # the saved weights are the refit ones: re-scoring them gives the reported numbers
-    assert main(["evaluate", str(tmp_path / "run"), "--json"]) == 0
-    again = json.loads(capsys.readouterr().out)
-    for model in ("gmf", "mlp", "neumf"):
-        assert again[model]["sampled"]["hr"] == pytest.approx(metrics[model]["sampled"]["hr"])
+    # the saved weights are the refit ones: re-scoring them gives the reported numbers, full
+    # ranking on the same 100 users (drawn with the run's seed, 1)
+    for given in ([], ["--full-ranking-users", "100"]):
+        assert main(["evaluate", str(run), "--json", *given]) == 0
+        again = json.loads(capsys.readouterr().out)
+        for model in ("gmf", "mlp", "neumf"):
+            assert again[model]["sampled"]["hr"] == pytest.approx(metrics[model]["sampled"]["hr"])
+            assert again[model]["full"]["n_users"] == 100
+            for metric in ("hr", "ndcg", "mrr"):
+                assert again[model]["full"][metric] == metrics[model]["full"][metric], metric
+
+
+def test_a_refit_run_stopped_in_neumf_keeps_gmf_and_mlp_and_resumes(  # type: ignore[no-untyped-def]
+        refit_run: tuple[Path, str], tmp_path: Path, monkeypatch, capsys) -> None:
+    """Before its refit phase a run used to save nothing: stopped during NeuMF's first
+    training it lost GMF and MLP and its directory. The models chosen on validation are saved
+    as they are chosen (the refit ones replace them), and the run resumes."""
+    import ncf.pipeline as pipeline_mod
+    from ncf.models import NeuMF
+
+    real_train = pipeline_mod.train
+
+    def train_until_neumf(model, *a, **kw):  # type: ignore[no-untyped-def]
+        if isinstance(model, NeuMF):
+            raise KeyboardInterrupt
+        return real_train(model, *a, **kw)
+
+    monkeypatch.setattr(pipeline_mod, "train", train_until_neumf)
+    monkeypatch.setenv("NCF_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), *REFIT]) == 130
+    capsys.readouterr()
+    assert sorted(p.name for p in (run / "models").iterdir()) == ["gmf.npz", "mlp.npz"]
+    assert main(["evaluate", str(run), "--json"]) == 0  # usable, before their refit
+    assert sorted(json.loads(capsys.readouterr().out)) == ["gmf", "mlp"]
+    monkeypatch.setattr(pipeline_mod, "train", real_train)
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert _without_times(json.loads((run / "metrics.json").read_text())) == _without_times(
+        json.loads((refit_run[0] / "metrics.json").read_text()))
 
 
 @pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--epochs", "0", "epochs, batch_size and n_negatives must be positive"),
+    ("--negatives", "0", "epochs, batch_size and n_negatives must be positive"),
+    ("--lr", "-1", "learning rate must be a positive number"),
+    ("--finetune-lr", "nan", "learning rate must be a positive number"),
     ("--dropout", "1.5", "dropout must lie in [0, 1)"),
     ("--alpha", "2", "alpha must lie in [0, 1]"),
     ("--layers", "-1", "layers >= 0"),
@@ -205,10 +266,13 @@ def test_bad_model_options_fail_before_anything_is_written(tmp_path: Path, capsy
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not out.exists()
+    # checked before any data is read: a missing path, or a synthetic set to write, waits
+    assert main(["train", "--data", str(tmp_path / "nope"), *SMALL, flag, value]) == 2
+    assert message in capsys.readouterr().err
 
 
-def test_a_run_stopped_in_neumf_keeps_its_finished_stages(tmp_path: Path, monkeypatch,  # type: ignore[no-untyped-def]
-                                                          capsys) -> None:
+def test_a_run_stopped_in_neumf_keeps_its_finished_stages(run_dir: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                          monkeypatch, capsys) -> None:
     import ncf.pipeline as pipeline_mod
     from ncf.models import NeuMF
 
@@ -223,7 +287,9 @@ def test_a_run_stopped_in_neumf_keeps_its_finished_stages(tmp_path: Path, monkey
     monkeypatch.setenv("NCF_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "run"
     assert main(["train", "--synth-ratings", "20k", "--out", str(run), *SMALL]) == 130
-    assert capsys.readouterr().err.strip() == "ncf: interrupted"
+    assert capsys.readouterr().err.splitlines() == [
+        f"ncf: the run can go on from its last epoch: ncf train --resume {run}",
+        "ncf: interrupted"]
     assert sorted(p.name for p in (run / "models").iterdir()) == ["gmf.npz", "mlp.npz"]
     assert (run / "history" / "mlp.csv").is_file() and (run / "plots" / "gmf.png").is_file()
     assert not (run / "metrics.json").exists() and not list(run.rglob("*.tmp"))
@@ -239,6 +305,35 @@ def test_a_run_stopped_in_neumf_keeps_its_finished_stages(tmp_path: Path, monkey
                  "-k", "3", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 3 and all(r["title"] for r in rows)
+    # resumed, it ends as the same run uninterrupted (the module's run) to the last digit
+    monkeypatch.undo()
+    monkeypatch.setenv("NCF_CACHE", str(tmp_path / "cache"))
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert _without_times(json.loads((run / "metrics.json").read_text())) == _without_times(
+        json.loads((run_dir / "metrics.json").read_text()))
+    assert not (run / "checkpoints").exists()
+    assert len(json.loads((run / "config.json").read_text())["resumed"]) == 1
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "the run is complete" in capsys.readouterr().err
+
+
+def _without_times(tree: Any) -> Any:
+    """``tree`` without its wall-clock entries (seconds differ from run to run)."""
+    if isinstance(tree, dict):
+        return {k: _without_times(v) for k, v in tree.items() if "seconds" not in k}
+    return tree
+
+
+def test_resume_refuses_other_options_and_runs_it_cannot_resume(run_dir: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                               capsys) -> None:
+    assert main(["train", "--resume", str(run_dir), "--epochs", "3"]) == 2
+    assert "--epochs cannot be changed" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "nope")]) == 2
+    assert "no such run directory" in capsys.readouterr().err
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text('{"data": {}}')
+    assert main(["train", "--resume", str(tmp_path / "old")]) == 2
+    assert "cannot be resumed" in capsys.readouterr().err
 
 
 def test_recommend_past_the_unseen_items_lists_only_those(run_dir: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -350,18 +445,20 @@ def test_tampered_model_and_catalog_files_are_one_line(run_dir: Path, tmp_path: 
     gmf = Path("models") / "gmf.npz"
     with np.load(run_dir / gmf) as z:
         weights, item_raw = z["a_w.user.weight"], z["a_item_raw"]
-        seen = z["seen_indices"]
         meta = json.loads(bytes(z["meta"]).decode())
+    with np.load(run_dir / "seen.npz") as z:  # stored once for the run's models
+        seen = z["seen_indices"]
     huge = {**meta, "n_users": 10**12, "params": {**meta["params"], "hyper": {
         **meta["params"]["hyper"], "n_users": 10**12}}}
     cases = [
         (gmf, {"a_w.user.weight": weights[:-1]}, "weight user.weight has shape"),
         (gmf, {"a_item_raw": item_raw[:-1]}, "its item id map holds"),
         (gmf, {"a_item_raw": item_raw[::-1].copy()}, "its item ids are not sorted"),
-        (gmf, {"seen_indices": np.r_[rec.n_items + 5, seen[1:]]}, "an item index outside"),
-        (gmf, {"seen_indices": np.r_[-1, seen[1:]]}, "an item index outside"),
+        (Path("seen.npz"), {"seen_indices": np.r_[rec.n_items + 5, seen[1:]]},
+         "an item index outside"),
+        (Path("seen.npz"), {"seen_indices": np.r_[-1, seen[1:]]}, "an item index outside"),
         (gmf, {"meta": np.frombuffer(json.dumps(huge).encode(), np.uint8)},
-         "row pointers for 1000000000000 users"),
+         "1000000000000"),
         (gmf, {"meta": np.frombuffer(b"[1]", np.uint8)}, "metadata is not an object"),
         (Path("catalog.npz"), {"titles": np.array(["a", "b"])}, "ids, 2 titles"),
     ]
@@ -371,7 +468,7 @@ def test_tampered_model_and_catalog_files_are_one_line(run_dir: Path, tmp_path: 
         shutil.copytree(run_dir, broken)
         _rewrite_npz(broken / name, **changes)
         commands = [["recommend", str(broken), *user, "--model", "gmf"]]
-        if name == gmf:  # evaluate reads no titles
+        if name != Path("catalog.npz"):  # evaluate reads no titles
             commands.append(["evaluate", str(broken)])
         for argv in commands:
             assert main(argv) == 2, (argv, message)

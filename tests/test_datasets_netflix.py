@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from ncf.datasets import detect_format, iter_netflix_chunks, load, read_netflix, read_netflix_probe
 from ncf.datasets._common import days_from_civil, valid_dates
+from ncf.datasets.netflix import read_netflix_columns
 from ncf.errors import DataError
 
 EPOCH = np.datetime64("1970-01-01")
@@ -256,3 +257,23 @@ def test_civil_dates_match_numpy() -> None:
         np.array([29, 29, 29, 31, 1]),
     )
     assert valid_dates(y, m, d).tolist() == [True, False, False, False, False]
+
+
+def test_rows_per_file_stay_right_after_an_unfinished_read(tmp_path: Path) -> None:
+    """Each block carries how many of its rows came from which file: nothing is kept between
+    reads (rows used to be kept by ``id(chunk)``; ids are reused, and a later read in the
+    same process attributed rows to the wrong file)."""
+    mv = write_mv_files(tmp_path / "training_set", make_ratings(1, n_movies=30, per_movie=5))
+    files = []
+    for k in range(2):
+        f = tmp_path / "c" / f"combined_data_{k + 1}.txt"
+        f.parent.mkdir(exist_ok=True)
+        f.write_text(netflix_text(make_ratings(2 + k, n_movies=40, per_movie=30)))
+        files.append(f)
+    expected = [sum(1 for line in f.read_text().splitlines() if ":" not in line) for f in files]
+    for _ in range(30):
+        for chunk in iter_netflix_chunks(mv, chunk_bytes=256):  # blocks of several mv files
+            del chunk
+        c = read_netflix_columns(files, chunk_bytes=512, threads=1)
+        assert c.source_rows.tolist() == expected
+        assert int(np.sum(c.source_rows)) == len(c)

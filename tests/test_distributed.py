@@ -57,9 +57,11 @@ def runs(data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
     assert main(["train", "--data", str(data), "--out", str(tmp / "one"), *ARGS]) == 0
     work = tmp / "two-procs"
     work.mkdir()
-    done = _ncf("train", "--data", str(data), "--out", "run", "--nproc", "2", *ARGS, cwd=work)
+    # no --out: rank 0 names the run directory (runs/run-TIMESTAMP), the others learn it
+    done = _ncf("train", "--data", str(data), "--nproc", "2", *ARGS, cwd=work)
     assert done.returncode == 0, done.stderr
-    return tmp / "one", work / "run", work
+    (two,) = (work / "runs").iterdir()
+    return tmp / "one", two, work
 
 
 def test_two_processes_learn_and_match_one_at_the_same_global_batch(runs) -> None:  # type: ignore[no-untyped-def]
@@ -77,10 +79,53 @@ def test_two_processes_learn_and_match_one_at_the_same_global_batch(runs) -> Non
 
 def test_rank_zero_alone_writes_one_run_directory(runs) -> None:  # type: ignore[no-untyped-def]
     _, two, work = runs
-    assert sorted(p.name for p in work.iterdir()) == ["run"]
+    assert sorted(p.name for p in work.iterdir()) == ["runs"]
+    assert [p.name for p in (work / "runs").iterdir()] == [two.name]
     assert sorted(p.name for p in two.iterdir()) == [
-        "config.json", "history", "metrics.json", "models", "plots"]
+        "config.json", "history", "metrics.json", "models", "plots", "seen.npz"]
     assert len((two / "history" / "gmf.csv").read_text().splitlines()) == 1 + 6
+
+
+#: Imported by every Python process of a run started with it on the path: SIGKILL rank 1 in
+#: the middle of the MLP's second epoch.
+KILL_RANK_1 = """
+import os, signal
+if os.environ.get("RANK") == "1":
+    import ncf.models
+    real, calls = ncf.models.MLP.loss_grads, []
+    def loss_grads(self, *a):
+        calls.append(1)
+        if len(calls) == int(os.environ["NCF_TEST_KILL_AT"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(self, *a)
+    ncf.models.MLP.loss_grads = loss_grads
+"""
+
+
+def test_a_rank_killed_in_the_mlp_stage_resumes_on_two_processes_exactly(  # type: ignore[no-untyped-def]
+        runs, data: Path, tmp_path: Path) -> None:
+    _, two, _ = runs
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(KILL_RANK_1)
+    n_train = json.loads((two / "config.json").read_text())["data"]["prepare"]["sizes"][
+        "core"]["ratings"] - 2 * 400
+    steps = n_train // 2 * 5 // 128  # one epoch of a rank: its half, local batch 128
+    run = tmp_path / "run"
+    path = os.pathsep.join([str(hooks), str(Path(__file__).resolve().parents[1] / "src")])
+    done = _ncf("train", "--data", str(data), "--out", str(run), "--nproc", "2", *ARGS,
+                env={"PYTHONPATH": path, "NCF_TEST_KILL_AT": str(steps + steps // 2)})
+    assert "rank 1 of 2 was killed by SIGKILL" in done.stderr, done.stderr
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["gmf.npz", "mlp.npz"]
+    done = _ncf("train", "--resume", str(run), "--quiet")
+    assert done.returncode == 0, done.stderr
+    ours = json.loads((run / "metrics.json").read_text())
+    theirs = json.loads((two / "metrics.json").read_text())
+    for model in ("gmf", "mlp", "neumf"):
+        for protocol in ("sampled", "full"):
+            assert ours[model][protocol]["hr"] == theirs[model][protocol]["hr"]
+            assert ours[model][protocol]["ndcg"] == theirs[model][protocol]["ndcg"]
+        assert ours[model]["validation"] == theirs[model]["validation"]
 
 
 def test_a_failing_rank_ends_the_run_with_one_line(data: Path, tmp_path: Path) -> None:

@@ -82,3 +82,31 @@ def test_plateau_scheduler_drives_our_optimizers() -> None:
     for metric in (0.5, 0.4, 0.4, 0.4):
         sched.step(metric)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.003)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_adam_without_torchs_fused_cpu_kernel_equals_torch_optim(monkeypatch,  # type: ignore[no-untyped-def]
+                                                                 weight_decay: float) -> None:
+    """torch builds before 2.4 have ``torch._fused_adam_`` for GPUs only: on a CPU it raises.
+    Adam then does the same arithmetic in plain tensor operations (dense and row-wise)."""
+    import ncf.optim
+
+    def cuda_only(*a, **k):  # type: ignore[no-untyped-def]
+        raise RuntimeError("\"_fused_adam_\" not implemented for 'CPU'")
+
+    monkeypatch.setattr(torch, "_fused_adam_", cuda_only)
+    monkeypatch.setattr(ncf.optim, "FUSED_ADAM", None)  # probed again
+    a, b = _pair()
+    rows, ref_rows = _pair(3)
+    opt_a = Adam([("w", a), ("r", rows)], lr=0.01, weight_decay=weight_decay)
+    opt_b = torch.optim.Adam([b, ref_rows], lr=0.01, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(5):  # every row touched at every step: lazy Adam is plain Adam
+        g = torch.randn(6, 3, dtype=torch.float64, generator=gen)
+        g_rows = torch.randn(6, 3, dtype=torch.float64, generator=gen)
+        opt_a.step_with({"w": g, "r": RowGrad(torch.arange(6), g_rows)})
+        b.grad, ref_rows.grad = g.clone(), g_rows.clone()
+        opt_b.step()
+    assert ncf.optim.FUSED_ADAM is False
+    torch.testing.assert_close(a.data, b.data)
+    torch.testing.assert_close(rows.data, ref_rows.data)

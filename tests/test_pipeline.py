@@ -95,3 +95,34 @@ def test_refit_learns_the_planted_blocks(split: Split) -> None:
     results = run_pipeline(split, _config(epochs=15, refit=True))
     for res in results.values():
         assert res.metrics["sampled"]["hr"] > 0.35  # chance: 0.10
+
+
+def test_shared_embeddings_are_trained_as_configured_or_refused(split: Split) -> None:
+    """A pre-trained NeuMF comes from GMF and MLP with their own embeddings: asking it to share
+    one is refused (it used to be dropped silently); from scratch, it shares."""
+    with pytest.raises(NcfError, match="share_embeddings needs a NeuMF trained from scratch"):
+        _config(share_embeddings=True)
+    config = replace(_config(epochs=1, pretrain=False), share_embeddings=True)
+    model = run_pipeline(split, config)["neumf"].model
+    assert isinstance(model, NeuMF) and model.share_embeddings
+    assert not hasattr(model.gmf, "user")  # one table per side, the MLP's
+
+
+def test_sparse_is_resolved_for_the_device_and_recorded() -> None:
+    """Row-wise updates change what the optimizers compute (lazy Adam, decay on touched rows):
+    the choice is made per device, explicitly, and the configuration that ran says which."""
+    from ncf.experiments.cells import ncf_cell_config, pipeline_config
+    from ncf.experiments.presets import ExperimentOptions
+    from ncf.pipeline import init_model, resolve_sparse
+
+    many = 100_001
+    assert init_model("gmf", PipelineConfig(), many, 5, device="cpu").sparse is True
+    assert init_model("gmf", PipelineConfig(), many, 5, device="cuda").sparse is False
+    assert init_model("gmf", PipelineConfig(), 50, 5, device="cpu").sparse is False
+    assert init_model("mlp", PipelineConfig(sparse=False), many, 5).sparse is False
+    assert resolve_sparse(True, 5, "cuda") is True
+    budget = ExperimentOptions().budget()
+    cell = ncf_cell_config("gmf", pipeline_config({"factors": 8}, 0, budget, True, many), "x")
+    assert cell["sparse"] is True
+    cell = ncf_cell_config("gmf", pipeline_config({"factors": 8}, 0, budget, True, 50), "x")
+    assert cell["sparse"] is False

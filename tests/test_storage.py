@@ -108,7 +108,7 @@ def test_fingerprint_depends_on_data() -> None:
     assert fp(_split(0)) != fp(_split(1))
 
 
-_REAL_WRITE = pq.write_table
+_REAL_WRITE = pq.ParquetWriter.write_table
 
 
 def _failing_writer(monkeypatch: pytest.MonkeyPatch, exc: BaseException, after: int = 1) -> None:
@@ -121,7 +121,7 @@ def _failing_writer(monkeypatch: pytest.MonkeyPatch, exc: BaseException, after: 
             raise exc
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(storage.pq, "write_table", write)
+    monkeypatch.setattr(storage.pq.ParquetWriter, "write_table", write)  # every part's slices
 
 
 def test_failed_write_leaves_nothing(tmp_path: Path, monkeypatch) -> None:

@@ -9,7 +9,8 @@ from planted import planted
 
 from ncf.errors import NcfError
 from ncf.evaluation import evaluate_sampled
-from ncf.models import GMF, MLP, NeuMF
+from ncf.models import GMF, MLP, NCFModule, NeuMF
+from ncf.optim import RowGrad
 from ncf.sampling import KeySet
 from ncf.training import TrainConfig, build_epoch, model_scorer, train
 
@@ -36,6 +37,43 @@ def test_every_model_learns_planted_structure(make) -> None:  # type: ignore[no-
     after = _test_hr(model, test)
     assert after > 0.6, (before, after)  # chance is 0.10
     assert history.records[-1].loss < history.records[0].loss
+
+
+class _Biased(NCFModule):
+    """A model written in a few lines, with no gradients of its own: a dot product plus an
+    item bias (``forward`` through ``features`` and the output layer, as the base asks)."""
+
+    kind = "biased"
+
+    def __init__(self, n_users: int, n_items: int, factors: int = 8) -> None:
+        super().__init__()
+        self.n_users, self.n_items, self.factors = n_users, n_items, factors
+        self.user = torch.nn.Embedding(n_users, factors, sparse=True)
+        self.item = torch.nn.Embedding(n_items, factors)
+        self.item_bias = torch.nn.Embedding(n_items, 1)
+        for emb in (self.user, self.item):
+            torch.nn.init.normal_(emb.weight, std=0.1)
+        torch.nn.init.zeros_(self.item_bias.weight)
+        self.out = torch.nn.Linear(2, 1)
+
+    def features(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        dot = (self.user(users) * self.item(items)).sum(-1, keepdim=True)
+        return torch.cat([dot, self.item_bias(items)], dim=-1)
+
+
+def test_a_model_without_its_own_gradients_trains_through_autograd() -> None:
+    train_x, val, test = planted()
+    torch.manual_seed(0)
+    model = _Biased(train_x.n_users, train_x.n_items)
+    history = train(model, train_x, val, FAST)  # autograd=False: the base loss_grads
+    assert _test_hr(model, test) > 0.6  # chance is 0.10
+    assert history.records[-1].loss < history.records[0].loss
+    # its gradients are keyed by parameter name; the sparse table's come as rows
+    _, grads = model.loss_grads(torch.tensor([0, 1]), torch.tensor([2, 3]),
+                                torch.tensor([1.0, 0.0]))
+    assert set(grads) == {n for n, _ in model.named_parameters()}
+    assert isinstance(grads["user.weight"], RowGrad) and grads["item.weight"].shape == (
+        train_x.n_items, 8)
 
 
 def test_autograd_and_hand_written_paths_train_alike() -> None:

@@ -141,6 +141,16 @@ class Distributed:
             out[n] = RowGrad(gathered[id(rg.index)], values)
         return {n: out[n] for n in grads}
 
+    def gather_text(self, text: str) -> list[str]:
+        """Every rank's ``text``, in rank order, on every rank (checkpoints gather each
+        rank's generator states this way)."""
+        data = torch.tensor(list(text.encode()), dtype=torch.uint8)
+        sizes = self._gather(torch.tensor([len(data)], dtype=torch.int64)).tolist()
+        padded = torch.zeros(max(*sizes, 1), dtype=torch.uint8)
+        padded[: len(data)] = data
+        parts = self._gather(padded).view(self.world, -1)
+        return [bytes(parts[r, : sizes[r]].tolist()).decode() for r in range(self.world)]
+
     def _gather(self, t: torch.Tensor) -> torch.Tensor:
         parts = [torch.empty_like(self._tensor(t)) for _ in range(self.world)]
         self._collective("all_gather", tdist.all_gather, parts, self._tensor(t.contiguous()))

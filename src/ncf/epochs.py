@@ -19,10 +19,17 @@ their negatives from its own generator.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
+from ncf.checkpoints import (
+    generator_state,
+    numpy_state,
+    set_generator_state,
+    set_numpy_state,
+)
 from ncf.errors import NcfError
 from ncf.sampling import MAX_BITSET_BYTES, KeySet, sample_negatives
 
@@ -116,6 +123,48 @@ def build_epoch(
     parts = list(iter_epoch(users, items, keys, n_items, n_negatives, rng, generator, device,
                             block=max(len(users), 1)))
     return tuple(torch.cat(p) for p in zip(*parts))  # type: ignore[return-value]
+
+
+class HostEpochs:
+    """Epochs built on the host (:func:`iter_epoch`) with their own seeded generators: numpy
+    for negatives (and the shared permutation of a shard), torch for the shuffles.
+
+    Args:
+        users, items: the training positives (int64 arrays, shape ``(n,)``).
+        keys: their key set (:meth:`ncf.interactions.Interactions.keys`).
+        n_items: number of items.
+        n_negatives: negatives per positive.
+        device: where the epoch tensors go.
+        seed: seeds the generators (per rank when sharded).
+        block: positives per block.
+        shard: ``(rank, world)`` for data-parallel training, else ``None``.
+    """
+
+    def __init__(self, users: np.ndarray, items: np.ndarray, keys: KeySet, n_items: int,
+                 n_negatives: int, device: str | torch.device, seed: int,
+                 block: int = EPOCH_BLOCK, shard: Shard | None = None) -> None:
+        self.users, self.items, self.keys, self.n_items = users, items, keys, n_items
+        self.n_negatives, self.device, self.block, self.shard = n_negatives, device, block, shard
+        self.rng = np.random.default_rng(seed if shard is None else [seed, shard[0]])
+        self.shard_rng = None if shard is None else np.random.default_rng([seed, 1 << 30])
+        self.generator = torch.Generator().manual_seed(seed if shard is None else seed + shard[0])
+        self.samples = shard_size(len(users), shard) * (1 + n_negatives)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return iter_epoch(self.users, self.items, self.keys, self.n_items, self.n_negatives,
+                          self.rng, self.generator, self.device, block=self.block,
+                          shard=self.shard, shard_rng=self.shard_rng)
+
+    def state(self) -> dict[str, Any]:
+        """The generators' state (what makes the next epochs what they would have been)."""
+        return {"rng": numpy_state(self.rng), "shard_rng": numpy_state(self.shard_rng),
+                "generator": generator_state(self.generator)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore the generators from :meth:`state`."""
+        set_numpy_state(self.rng, state["rng"])
+        set_numpy_state(self.shard_rng, state["shard_rng"])
+        set_generator_state(self.generator, state["generator"])
 
 
 class TorchKeySet:
@@ -262,6 +311,16 @@ class DeviceEpochs:
     def samples(self) -> int:
         """Samples of one epoch (of this rank's shard)."""
         return self.n * (1 + self.n_negatives)
+
+    def state(self) -> dict[str, Any]:
+        """The device generators' state (``torch.Generator.get_state`` works on CUDA too)."""
+        return {"generator": generator_state(self.generator),
+                "shard_generator": generator_state(self.shard_generator)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore the generators from :meth:`state`."""
+        set_generator_state(self.generator, state["generator"])
+        set_generator_state(self.shard_generator, state["shard_generator"])
 
     def __iter__(self) -> Iterator[Batch]:
         """One epoch as shuffled blocks: ``(users, items, labels)`` on the device."""

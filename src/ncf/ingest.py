@@ -7,29 +7,40 @@ prepared folder is written through :mod:`ncf.storage`.
 
 from __future__ import annotations
 
-import datetime as _dt
 import inspect
-import json
-import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ncf import storage
 from ncf.datasets import Catalog, load, read_netflix_probe, read_titles
 from ncf.datasets._common import SECONDS_PER_DAY
 from ncf.datasets.loader import _find_titles
-from ncf.datasets.netflix import NetflixColumns, rating_lines, read_netflix_columns
+from ncf.datasets.netflix import NetflixColumns, read_netflix_columns, repeated_pair_error
 from ncf.errors import DataError, NcfError, about
 from ncf.interactions import Interactions
-from ncf.outputs import temporary_folder
-from ncf.prepare import compact, deduplicate, kcore, parse_count, subsample, to_implicit
-from ncf.sampling import MAX_BITSET_BYTES, KeySet, sample_candidates
-from ncf.split import Split, holdout_validation, latest_rows, leave_one_out, with_negatives
+from ncf.prepare import (
+    compact,
+    deduplicate,
+    kcore,
+    parse_count,
+    subsample,
+    subsample_rows,
+    to_implicit,
+)
+from ncf.sampling import KeySet
+from ncf.split import (
+    Split,
+    held_out_candidates,
+    holdout_validation,
+    leave_one_out,
+    leave_one_out_rows,
+    mask_split_rows,
+    with_negatives,
+)
 
 
 # ---------------------------------------------------------------------------- preparing
@@ -140,7 +151,7 @@ def _refuse_repeated_pairs(x: Interactions, path: str | Path, sources: list[str]
     same = np.flatnonzero(s[1:] == s[:-1])
     if same.size:
         u, i = divmod(int(s[same[0]]), x.n_items)
-        raise _repeated_pair_error(sources, x.user_raw[u], x.item_raw[i], path)
+        raise repeated_pair_error(sources, x.user_raw[u], x.item_raw[i], path)
 
 
 def load_split(path: str | Path, **options: Any) -> tuple[Split, Catalog | None, dict[str, Any]]:
@@ -167,30 +178,18 @@ def load_split(path: str | Path, **options: Any) -> tuple[Split, Catalog | None,
 
 
 # ---------------------------------------------------------------------------- streaming
-_ROWS = 1 << 22  # rows per slice and per Parquet row group of a streamed write
+_ROWS = storage.ROWS_PER_SLICE  # rows per slice of the streamed path
 
 
 def _row_slices(n: int) -> list[slice]:
     return [slice(a, min(a + _ROWS, n)) for a in range(0, n, _ROWS)]
 
 
-def _repeated_pair_error(sources: list[str] | list[Path], customer: Any, movie: Any,
-                         folder: str | Path) -> DataError:
-    """Name the file and line of a repeated (customer, movie) pair, and where it came first."""
-    at = rating_lines(sources, int(movie), int(customer))
-    message = f"customer {customer} rated movie {movie} twice: the Prize data hold each pair once"
-    if len(at) < 2:  # inside an archive: no line to name
-        return DataError(message, path=folder)
-    (first, first_line), (path, line) = at[0], at[1]
-    also = f"line {first_line}" if first == path else f"{first.name}, line {first_line}"
-    return DataError(f"{message} (also {also})", path=path, line=line)
-
-
 def _duplicate_error(c: NetflixColumns, key: int, n_items: int) -> DataError:
     """Name the file and line of the first repeated (customer, movie) pair."""
     u, i = divmod(key, n_items)
     rows = np.flatnonzero((c.users == u) & (c.items == i))
-    return _repeated_pair_error(list(c.sources), c.user_raw[u], c.item_raw[i],
+    return repeated_pair_error(list(c.sources), c.user_raw[u], c.item_raw[i],
                                 Path(c.source_of(int(rows[0]))).parent)
 
 
@@ -210,28 +209,6 @@ def _keep_rows(c: NetflixColumns, keep: np.ndarray) -> NetflixColumns:
                           c.user_raw[used_u], c.item_raw[used_i], c.sources, rows)
 
 
-def _subsample_rows(users: np.ndarray, n_users: int, n: int, strategy: str,
-                    seed: int) -> np.ndarray | None:
-    """Rows kept by :func:`ncf.prepare.subsample` (same draws), or ``None``: all of them."""
-    if n <= 0:
-        raise NcfError(f"n_ratings must be positive, got {n}")
-    if n >= len(users):
-        return None
-    rng = np.random.default_rng(seed)
-    if strategy == "head":
-        return np.arange(n)
-    if strategy == "random":
-        return np.sort(rng.choice(len(users), n, replace=False))
-    if strategy != "users":
-        raise NcfError(f"strategy must be 'users', 'head' or 'random', got {strategy!r}")
-    counts = np.bincount(users, minlength=n_users)
-    order = rng.permutation(np.flatnonzero(counts))
-    k = int(np.searchsorted(np.cumsum(counts[order]), n)) + 1
-    chosen = np.zeros(n_users, dtype=bool)
-    chosen[order[:k]] = True
-    return chosen[users]
-
-
 def _sorted_keys(c: NetflixColumns) -> np.ndarray:
     """Sorted int64 keys ``user * n_items + item`` of every row; ``DataError`` on a repeat."""
     n_items = len(c.item_raw)
@@ -245,27 +222,6 @@ def _sorted_keys(c: NetflixColumns) -> np.ndarray:
         if same.size:
             raise _duplicate_error(c, int(keys[s.start + same[0]]), n_items)
     return keys
-
-
-def _keyset(keys: np.ndarray, n_items: int) -> KeySet:
-    """A :class:`KeySet` of sorted unique ``keys`` whose bitset is filled slice by slice.
-
-    ``KeySet(keys, n_items)`` builds its bitset with temporaries as large as ``keys``
-    itself (2.4 GB at 100M keys); here they stay at one slice.
-    """
-    ks = KeySet(keys, n_items, max_bitset_bytes=0)
-    n_bits = int(keys[-1] // n_items + 1) * n_items if len(keys) else 0
-    if (n_bits + 7) // 8 > MAX_BITSET_BYTES:
-        return KeySet(keys, n_items)  # too large for a bitset: lookups sort and search
-    bits = np.zeros((n_bits + 7) // 8, dtype=np.uint8)
-    for s in _row_slices(len(keys)):
-        k = keys[s]
-        byte = k >> 3
-        starts = np.flatnonzero(np.r_[True, byte[1:] != byte[:-1]])
-        flags = np.left_shift(1, (k & 7).astype(np.uint8), dtype=np.uint8)
-        bits[byte[starts]] |= np.add.reduceat(flags, starts, dtype=np.uint8)  # distinct bits
-    ks.bits, ks.n_bits = bits, n_bits
-    return ks
 
 
 def _probe_mask(c: NetflixColumns, keys: np.ndarray, probe: str | Path) -> np.ndarray:
@@ -291,36 +247,20 @@ def _probe_mask(c: NetflixColumns, keys: np.ndarray, probe: str | Path) -> np.nd
     return mask
 
 
-def _write_part(folder: Path, name: str, c: NetflixColumns, rows: np.ndarray | None,
-                hashes: list[str]) -> int:
-    """Write ``c``'s rows (a sorted index, a bool mask, or ``None``: all) as ``name.parquet``."""
-    cols = {"user": np.int32, "item": np.int32, "rating": np.float32, "timestamp": np.int64}
-    h = {col: storage.ArrayHash(f"{name}.{col}", t) for col, t in cols.items()}
-    writer = None
-    n = 0
-    try:
-        mask = rows is None or rows.dtype == bool
-        for s in _row_slices(len(c)) if mask else [slice(None)]:
-            pick = s if rows is None else (rows[s] if mask else rows)
+def _columns_part(name: str, c: NetflixColumns, rows: np.ndarray) -> storage.Part:
+    """The rows ``rows`` of ``c`` (a bool mask or sorted indices) as a part of a prepared
+    folder, slice by slice (days become timestamps at midnight UTC)."""
+    def slices() -> Iterator[dict[str, np.ndarray]]:
+        mask = rows.dtype == bool
+        for s in _row_slices(len(c)) if mask else _row_slices(len(rows)) or [slice(0, 0)]:
+            pick = rows[s]
 
-            def take(a: np.ndarray, s: slice = s, pick: Any = pick) -> np.ndarray:
+            def take(a: np.ndarray, s: slice = s, pick: np.ndarray = pick) -> np.ndarray:
                 return a[s][pick] if mask else a[pick]
 
-            part = {"user": take(c.users), "item": take(c.items),
-                    "rating": take(c.rating).astype(np.float32),
-                    "timestamp": np.multiply(take(c.day), SECONDS_PER_DAY, dtype=np.int64)}
-            table = pa.table(part)
-            if writer is None:
-                writer = pq.ParquetWriter(folder / f"{name}.parquet", table.schema)
-            writer.write_table(table)
-            for col, arr in part.items():
-                h[col].update(arr)
-            n += len(part["user"])
-    finally:
-        if writer is not None:
-            writer.close()
-    hashes.extend(h[col].line() for col in cols)
-    return n
+            yield {"user": take(c.users), "item": take(c.items), "rating": take(c.rating),
+                   "timestamp": np.multiply(take(c.day), SECONDS_PER_DAY, dtype=np.int64)}
+    return storage.Part(name, slices)
 
 
 def prepare_netflix(
@@ -383,7 +323,8 @@ def prepare_netflix(
             sizes["positives"] = _col_size(c)
         lap("read")
         if ratings is not None:
-            rows = _subsample_rows(c.users, len(c.user_raw), ratings, subsample_strategy, seed)
+            rows = subsample_rows(c.users, len(c.user_raw), ratings,
+                                  subsample_strategy, seed)  # type: ignore[arg-type]
             if rows is not None:
                 c = _keep_rows(c, rows)
             sizes["subsample"] = _col_size(c)
@@ -393,110 +334,44 @@ def prepare_netflix(
         lap("check")
         n_users, n_items = len(c.user_raw), len(c.item_raw)
         if probe is None:
-            split_meta: dict[str, Any] = {"method": "leave_one_out", "tie_break": tie_break,
-                                          "seed": seed, "min_interactions": 3 if validation else 2,
-                                          "timestamps": True}
-            small = np.bincount(c.users, minlength=n_users) < (3 if validation else 2)
-            skip = small[c.users] if small.any() else None
-            test_rows = latest_rows(c.users, c.day, c.items, n_users, skip, tie_break, seed)
-            if not len(test_rows):
-                raise NcfError("no user has enough ratings: nothing to evaluate")
-            held = np.zeros(len(c), dtype=bool) if skip is None else skip
-            held[test_rows] = True
-            val_seed = seed + 1
+            test_rows, val_rows, split_meta = leave_one_out_rows(
+                c.users, c.day, c.items, n_users, validation, tie_break, seed=seed)
         else:
+            test_rows, val_rows = mask_split_rows(c.users, c.day, c.items, n_users,
+                                                  _probe_mask(c, keys, probe), validation,
+                                                  tie_break, seed)
             split_meta = {"method": "split_by_mask", "tie_break": tie_break, "seed": seed,
                           "probe": str(Path(probe).absolute())}
-            held = _probe_mask(c, keys, probe)
-            test_rows = np.flatnonzero(held)
-            test_rows = test_rows[np.argsort(c.users[test_rows], kind="stable")]
-            train_counts = np.bincount(c.users, minlength=n_users) - np.bincount(
-                c.users[test_rows], minlength=n_users)
-            held |= (train_counts < 2)[c.users]
-            val_seed = seed
-        val_rows = None
-        if validation:
-            val_rows = latest_rows(c.users, c.day, c.items, n_users, held, tie_break, val_seed)
-        held[:] = False
-        held[test_rows] = True
-        if val_rows is not None:
-            held[val_rows] = True
         lap("split")
         cands: dict[str, np.ndarray] = {}
         if negatives:
-            ks = _keyset(keys, n_items)
-            cands["test"] = sample_candidates(c.users[test_rows], ks, n_items, n=negatives,
-                                              seed=seed, user_raw=c.user_raw)
-            if val_rows is not None:
-                cands["validation"] = sample_candidates(c.users[val_rows], ks, n_items, n=negatives,
-                                                        seed=seed + 1, user_raw=c.user_raw)
-            del ks
+            cands = held_out_candidates(KeySet(keys, n_items), negatives, seed,
+                                        c.users[test_rows],
+                                        None if val_rows is None else c.users[val_rows],
+                                        c.user_raw)
         del keys
         lap("candidates")
 
     titles = _find_titles(Path(path), "netflix")
     catalog = read_titles(titles) if titles is not None else None
-    with storage.writing_prepared(out):  # the lock; leftovers of a killed run removed
-        tmp = temporary_folder(out)
-        try:
-            hashes: list[str] = []
-            files: list[str] = []
-            counts: dict[str, Any] = {"users": n_users, "items": n_items}
-            np.logical_not(held, out=held)
-            counts["train"] = _write_part(tmp, "train", c, held, hashes)
-            del held
-            counts["validation"] = None
-            files.append("train.parquet")
-            if val_rows is not None:
-                counts["validation"] = _write_part(tmp, "validation", c, val_rows, hashes)
-                files.append("validation.parquet")
-            counts["test"] = _write_part(tmp, "test", c, test_rows, hashes)
-            files.append("test.parquet")
-            counts["negatives"] = negatives or None
-            for part in ("test", "validation"):
-                if part in cands:
-                    name = f"{part}_negatives"
-                    np.save(tmp / f"{name}.npy", cands[part], allow_pickle=False)
-                    h = storage.ArrayHash(name, np.int32)
-                    h.update(cands[part])
-                    hashes.append(h.line())
-                    files.append(f"{name}.npy")
-            for name, raw in (("users", c.user_raw), ("items", c.item_raw)):
-                np.save(tmp / f"{name}.npy", raw, allow_pickle=False)
-                h = storage.ArrayHash(name, raw.dtype)
-                h.update(raw)
-                hashes.append(h.line())
-                files.append(f"{name}.npy")
-            options: dict[str, Any] = {
-                "format": "netflix", "ratings": ratings, "subsample": subsample_strategy,
-                "seed": seed, "threshold": threshold, "min_user_ratings": 0, "min_item_ratings": 0,
-                "tie_break": tie_break, "validation": validation, "negatives": negatives,
-                "probe": None if probe is None else str(probe), "sizes": sizes,
-                "sources": list(c.sources),
-            }
-            meta = {
-                "format": storage.FORMAT, "version": storage.FORMAT_VERSION,
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "counts": counts, "columns": {"rating": True, "timestamp": True},
-                "options": storage.jsonable(options), "split": storage.jsonable(split_meta),
-                "data": {"format": "netflix"}, "sources": storage.source_info(list(c.sources)),
-                "fingerprint": storage.combine_hashes(hashes),
-            }
-            if catalog is not None:
-                storage.write_catalog(tmp, catalog)
-                files.append("catalog.parquet")
-            (tmp / storage.META).write_text(json.dumps({**meta, "files": files}, indent=2,
-                                                       default=storage.json_default) + "\n")
-            for name in [*files, storage.META]:
-                storage.fsync(tmp / name)
-            storage.fsync(tmp)
-            lap("write")
-            storage.swap_in(tmp, out)
-        except OSError as exc:
-            raise NcfError(f"{out}: could not write the prepared data: "
-                           f"{exc.strerror or exc}") from None
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    train = np.ones(len(c), dtype=bool)
+    train[test_rows] = False
+    if val_rows is not None:
+        train[val_rows] = False
+    parts = [_columns_part("train", c, train)]
+    if val_rows is not None:
+        parts.append(_columns_part("validation", c, val_rows))
+    parts.append(_columns_part("test", c, test_rows))
+    options: dict[str, Any] = {
+        "format": "netflix", "ratings": ratings, "subsample": subsample_strategy,
+        "seed": seed, "threshold": threshold, "min_user_ratings": 0, "min_item_ratings": 0,
+        "tie_break": tie_break, "validation": validation, "negatives": negatives,
+        "probe": None if probe is None else str(probe), "sizes": sizes,
+        "sources": list(c.sources),
+    }
+    storage.write_prepared(out, parts, cands, c.user_raw, c.item_raw, catalog, options,
+                           split_meta, {"format": "netflix"}, list(c.sources))
+    lap("write")
     options["seconds"] = seconds
     return out, options
 

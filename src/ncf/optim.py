@@ -14,8 +14,10 @@ Both classes subclass ``torch.optim.Optimizer`` so that learning-rate schedulers
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -72,6 +74,14 @@ def grads_from_autograd(named: Iterable[tuple[str, torch.nn.Parameter]]) -> dict
 
 
 class _RowOptimizer(torch.optim.Optimizer):
+    """Shared machinery: names, row updates, and the flat buffer of the dense parameters.
+
+    The state is keyed by the parameters, as ``torch.optim`` keys it, so that
+    :meth:`state_dict` / :meth:`load_state_dict` work (checkpoints of a resumable run). When
+    the dense parameters are views of one flat buffer (:meth:`_flatten`), their state is kept
+    in flat buffers too, and each parameter's state entries are views of those.
+    """
+
     def __init__(self, named_params: Iterable[tuple[str, torch.nn.Parameter]], defaults: dict):
         named = list(named_params)
         if not named:
@@ -79,7 +89,18 @@ class _RowOptimizer(torch.optim.Optimizer):
         self.names = [n for n, _ in named]
         self._by_name = dict(named)
         self._flat: tuple[list[str], torch.Tensor | None] | None = None
+        self._flat_state: dict[str, torch.Tensor] = {}
         super().__init__([p for _, p in named], defaults)
+
+    def _new_state(self, p: torch.Tensor) -> dict[str, torch.Tensor]:  # pragma: no cover
+        """The state of a parameter before its first update."""
+        raise NotImplementedError
+
+    def _state_of(self, p: torch.Tensor) -> dict:
+        st = self.state[p]
+        if not st:
+            st.update(self._new_state(p))
+        return st
 
     def _flatten(self, names: list[str]) -> torch.Tensor | None:
         """Make the densely updated parameters views of one buffer: one update op for all.
@@ -101,7 +122,42 @@ class _RowOptimizer(torch.optim.Optimizer):
             view.copy_(p.data.reshape(-1))
             p.data = view.view_as(p)
             offset += p.numel()
+        self._flat_state = self._new_state(flat)
+        self._share_flat_state(flat, names)
         return flat
+
+    def _share_flat_state(self, flat: torch.Tensor, names: list[str]) -> None:
+        """Give each flattened parameter its state as views of the flat state buffers.
+
+        State the parameters already hold (restored by :meth:`load_state_dict`) is copied
+        into the flat buffers first; per-tensor scalars (Adam's step) are shared.
+        """
+        params = [self._by_name[n] for n in names]
+        for key, buf in self._flat_state.items():
+            offset = 0
+            for i, p in enumerate(params):
+                old = self.state[p].get(key)
+                if buf.numel() == flat.numel():  # one entry per weight: a view
+                    view = buf[offset : offset + p.numel()].view_as(p)
+                    if old is not None:
+                        view.copy_(old)
+                    self.state[p][key] = view
+                    offset += p.numel()
+                else:  # a scalar shared by the buffer (a step count)
+                    if old is not None and i == 0:
+                        buf.copy_(old)
+                    self.state[p][key] = buf
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the state of :meth:`state_dict` (copied: the optimizer that gave it goes
+        on with its own; the flat buffers take it in, if any)."""
+        super().load_state_dict(state_dict)
+        for st in self.state.values():
+            for key, value in st.items():
+                if isinstance(value, torch.Tensor):
+                    st[key] = value.clone()
+        if self._flat is not None and self._flat[1] is not None:
+            self._share_flat_state(self._flat[1], self._flat[0])
 
     def step(self, closure=None):  # type: ignore[override]
         raise NcfError(f"{type(self).__name__}: call step_with(grads) with a {{name: grad}} dict")
@@ -129,25 +185,67 @@ class _RowOptimizer(torch.optim.Optimizer):
         names, flat = self._flat
         if flat is not None and names == dense_names:
             g = torch.cat([grads[n].reshape(-1) for n in names])  # type: ignore[union-attr]
-            self._update_dense([flat], [g], group)
+            self._update_dense([flat], [g], group, [self._flat_state])
         else:
-            self._update_dense(
-                [self._by_name[n] for n in dense_names], [grads[n] for n in dense_names], group
-            )
+            ps = [self._by_name[n] for n in dense_names]
+            self._update_dense(ps, [grads[n] for n in dense_names], group,
+                               [self._state_of(p) for p in ps])
 
     def _update_rows(self, p, rows, g, group) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _update_dense(self, ps, gs, group) -> None:  # pragma: no cover - abstract
+    def _update_dense(self, ps, gs, group, states) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
-def _fused_adam(ps: list, gs: list, ms: list, vs: list, steps: list, group: dict) -> None:
-    """torch's fused Adam kernel: one pass over each tensor (steps are incremented by caller)."""
+def _fused_adam_works() -> bool:
+    """Whether torch has a fused Adam kernel for CPU tensors (torch 2.4 and later)."""
+    try:
+        ones = [torch.ones(2)]
+        torch._fused_adam_(ones, [torch.ones(2)], [torch.zeros(2)], [torch.zeros(2)], [],
+                           [torch.ones(())], lr=0.1, beta1=0.9, beta2=0.999, weight_decay=0.0,
+                           eps=1e-8, amsgrad=False, maximize=False)
+    except (AttributeError, RuntimeError, NotImplementedError, TypeError):
+        return False
+    return True
+
+
+#: ``None`` until the first Adam step asks; then whether the fused CPU kernel is used.
+FUSED_ADAM: bool | None = None
+
+
+def _fused_adam_for(device: torch.device) -> bool:
+    """Whether to use the fused kernel for tensors on ``device`` (probed once for the CPU)."""
+    global FUSED_ADAM
+    if device.type != "cpu":
+        return hasattr(torch, "_fused_adam_")
+    if FUSED_ADAM is None:
+        FUSED_ADAM = _fused_adam_works()
+    return FUSED_ADAM
+
+
+def _adam(ps: list, gs: list, ms: list, vs: list, steps: list, group: dict) -> None:
+    """One Adam update of each tensor (steps are incremented by the caller).
+
+    torch's fused kernel (one pass over each tensor) where this torch build has it for the
+    tensors' device; otherwise the same arithmetic as ``torch.optim.Adam``'s single-tensor
+    path, in public tensor operations (torch builds before 2.4 have no fused CPU kernel).
+    """
     b1, b2 = group["betas"]
-    torch._fused_adam_(ps, gs, ms, vs, [], steps, lr=group["lr"], beta1=b1, beta2=b2,
-                       weight_decay=group["weight_decay"], eps=group["eps"], amsgrad=False,
-                       maximize=False)
+    lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
+    fused = _fused_adam_for(ps[0].device)
+    if fused:
+        torch._fused_adam_(ps, gs, ms, vs, [], steps, lr=lr, beta1=b1, beta2=b2,
+                           weight_decay=wd, eps=eps, amsgrad=False, maximize=False)
+        return
+    for p, g, m, v, step_t in zip(ps, gs, ms, vs, steps):
+        if wd:
+            g = g.add(p, alpha=wd)
+        m.lerp_(g, 1 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        step = float(step_t)
+        denom = (v.sqrt() / math.sqrt(1 - b2**step)).add_(eps)
+        p.addcdiv_(m, denom, value=-lr / (1 - b1**step))
 
 
 class Adam(_RowOptimizer):
@@ -165,20 +263,15 @@ class Adam(_RowOptimizer):
             raise NcfError(f"Adam needs lr > 0 and weight_decay >= 0, got {lr}, {weight_decay}")
         super().__init__(named_params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
 
-    def _state_of(self, p: torch.Tensor) -> dict:
-        st = self.state[p]
-        if not st:
-            st["step_t"] = torch.zeros((), dtype=p.dtype, device=p.device)
-            st["exp_avg"] = torch.zeros_like(p)
-            st["exp_avg_sq"] = torch.zeros_like(p)
-        return st
+    def _new_state(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"step_t": torch.zeros((), dtype=p.dtype, device=p.device),
+                "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
 
-    def _update_dense(self, ps, gs, group) -> None:
-        states = [self._state_of(p) for p in ps]
+    def _update_dense(self, ps, gs, group, states) -> None:
         for st in states:
             st["step_t"] += 1
-        _fused_adam(ps, list(gs), [st["exp_avg"] for st in states],
-                    [st["exp_avg_sq"] for st in states], [st["step_t"] for st in states], group)
+        _adam(ps, list(gs), [st["exp_avg"] for st in states],
+              [st["exp_avg_sq"] for st in states], [st["step_t"] for st in states], group)
 
     def _update_rows(self, p, rows, g, group) -> None:
         st = self._state_of(p)
@@ -186,7 +279,7 @@ class Adam(_RowOptimizer):
         w = p.index_select(0, rows)
         m = st["exp_avg"].index_select(0, rows)
         v = st["exp_avg_sq"].index_select(0, rows)
-        _fused_adam([w], [g], [m], [v], [st["step_t"]], group)
+        _adam([w], [g], [m], [v], [st["step_t"]], group)
         p.index_copy_(0, rows, w)
         st["exp_avg"].index_copy_(0, rows, m)
         st["exp_avg_sq"].index_copy_(0, rows, v)
@@ -210,22 +303,23 @@ class SGD(_RowOptimizer):
             dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov),
         )
 
-    def _buf(self, p: torch.Tensor) -> torch.Tensor | None:
-        st = self.state[p]
-        return st.get("momentum_buffer")
+    def _new_state(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
+        # a zero buffer gives the first step exactly ``g`` (0 * momentum + g), as torch's
+        # clone of the first gradient does
+        if not self.defaults["momentum"]:
+            return {}
+        return {"momentum_buffer": torch.zeros_like(p)}
 
-    def _update_dense(self, ps, gs, group) -> None:
+    def _update_dense(self, ps, gs, group, states) -> None:
         lr, mom, wd = group["lr"], group["momentum"], group["weight_decay"]
         if wd:
             gs = torch._foreach_add(gs, ps, alpha=wd)
         if mom:
             bufs = []
-            for p, g in zip(ps, gs):
-                st = self.state[p]
+            for g, st in zip(gs, states):
                 if "momentum_buffer" not in st:
-                    st["momentum_buffer"] = g.clone()
-                else:
-                    st["momentum_buffer"].mul_(mom).add_(g)
+                    st["momentum_buffer"] = torch.zeros_like(g)
+                st["momentum_buffer"].mul_(mom).add_(g)
                 bufs.append(st["momentum_buffer"])
             gs = torch._foreach_add(gs, bufs, alpha=mom) if group["nesterov"] else bufs
         torch._foreach_add_(ps, gs, alpha=-lr)

@@ -11,6 +11,7 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -82,10 +83,21 @@ class PipelineConfig:
         tower_sizes(self.factors, self.n_layers)
         check_dropout(self.dropout)
         check_alpha(self.alpha)
+        if self.share_embeddings and self.pretrain:
+            raise NcfError("share_embeddings needs a NeuMF trained from scratch (pretrain=False):"
+                           " the pre-trained GMF and MLP have separate embeddings, and "
+                           "NeuMF.from_pretrained keeps them separate")
 
     def stages(self) -> list[str]:
         """Names of the models this configuration trains, in order."""
         return ["gmf", "mlp", "neumf"] if self.pretrain else ["neumf"]
+
+    def with_epochs(self, epochs: int, early_stopping: int | None = None) -> PipelineConfig:
+        """This configuration with every stage trained for at most ``epochs`` epochs (and
+        stopped after ``early_stopping`` epochs without a better validation HR@10)."""
+        return replace(self, **{name: replace(getattr(self, name), epochs=epochs,
+                                              early_stopping=early_stopping)
+                                for name in ("gmf", "mlp", "neumf")})
 
 
 @dataclass
@@ -97,6 +109,7 @@ class StageResult:
     history: History
     metrics: dict[str, Any]
     seconds: float
+    final: bool = True  # False: a model chosen on validation that ``refit`` will replace
 
 
 def validation_target(split: Split) -> EvalTarget:
@@ -133,16 +146,24 @@ _INIT_SEED = {"gmf": 0, "mlp": 1, "neumf": 2}
 def resolve_sparse(sparse: bool | None, n_users: int, device: str) -> bool:
     """Whether embeddings get row-wise (lazy) updates: on a CPU above 100k users, where a
     dense step would touch every row of the tables for a few hundred samples; never by
-    default on a GPU, where dense updates of whole tables are faster than gathering rows."""
+    default on a GPU, where dense updates of whole tables are faster than gathering rows.
+
+    The choice changes what the optimizers compute, not only their speed: with row-wise
+    updates Adam is "lazy" (the moments of a row move only when a batch uses it, with one step
+    count per table, as torch's ``SparseAdam``) and L2 weight decay reaches only the rows a
+    batch touched. Runs record the resolved value (``config.json``, experiment cells).
+    """
     if sparse is not None:
         return sparse
     return n_users > SPARSE_USERS and torch.device(device).type == "cpu"
 
 
-def init_model(name: str, config: PipelineConfig, n_users: int, n_items: int) -> NCFModule:
+def init_model(name: str, config: PipelineConfig, n_users: int, n_items: int,
+               device: str = "cpu") -> NCFModule:
     """A stage's model at its seeded initial weights, exactly as :func:`run_pipeline` makes it
-    (``"neumf"``: the from-scratch NeuMF; with pre-training it comes from GMF and MLP)."""
-    sparse = config.sparse if config.sparse is not None else n_users > SPARSE_USERS
+    (``"neumf"``: the from-scratch NeuMF; with pre-training it comes from GMF and MLP), with
+    sparse embeddings as :func:`resolve_sparse` decides for ``device``."""
+    sparse = resolve_sparse(config.sparse, n_users, device)
     torch.manual_seed(config.seed + _INIT_SEED[name])
     if name == "gmf":
         return GMF(n_users, n_items, config.factors, sparse=sparse)
@@ -171,13 +192,21 @@ def run_pipeline(
     device: str | None = None,
     on_result: Callable[[StageResult], None] | None = None,
     dist: Distributed | None = None,
+    checkpoints: str | Path | None = None,
 ) -> dict[str, StageResult]:
     """Train every stage of ``config`` on ``split`` and score each on the test split.
 
     Epochs are chosen on the validation items; with ``config.refit`` the chosen models are
     then retrained on train + validation (stage names ``"gmf refit"``... in the callbacks).
-    ``on_result`` gets each stage's result as soon as it is final (GMF's before NeuMF trains,
-    without a refit), so a caller can keep it even if a later stage is interrupted.
+    ``on_result`` gets each stage's result as soon as it is final (GMF's before NeuMF trains),
+    so a caller can keep it even if a later stage is interrupted; with ``config.refit`` it
+    also gets each model chosen on validation (``final=False``, no metrics) before the refit.
+
+    With ``checkpoints`` (a folder), every stage writes its checkpoint there after each epoch
+    (``gmf.npz``, ``mlp.npz``, ``neumf.npz``, ``gmf-refit.npz``...), and a call on a folder
+    that holds some resumes: finished stages are restored, the interrupted one goes on from
+    its last epoch, and the results are those of an uninterrupted run (on the CPU to the last
+    digit; same data, configuration and number of processes).
 
     With ``dist`` (a data-parallel run), every rank trains and rank 0 alone evaluates: the
     other ranks' results carry no metrics and ``on_result`` is called on rank 0 only.
@@ -188,6 +217,10 @@ def run_pipeline(
     main = dist is None or dist.is_main
     target = validation_target(split)
     n_users, n_items = split.train.n_users, split.train.n_items
+    config = replace(config, sparse=resolve_sparse(config.sparse, n_users, device or "cpu"))
+    folder = None if checkpoints is None else Path(checkpoints)
+    if folder is not None and main:
+        folder.mkdir(parents=True, exist_ok=True)
     histories: dict[str, History] = {}
     seconds: dict[str, float] = {}
     initial: dict[str, dict[str, torch.Tensor]] = {}
@@ -195,14 +228,14 @@ def run_pipeline(
     def fit(name: str, label: str, model: NCFModule, cfg: TrainConfig, data: Interactions,
             validation: EvalTarget | None) -> History:
         """Train stage ``name``; callbacks see ``label``; the time adds to the stage's."""
-        t0 = time.perf_counter()
         history = train(
             model, data, validation, cfg,
             on_epoch=None if on_epoch is None else (lambda r: on_epoch(label, r)),
             progress=None if progress is None else (lambda d, t: progress(label, d, t)),
             dist=dist,
+            checkpoint=None if folder is None else folder / f"{label.replace(' ', '-')}.npz",
         )
-        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
+        seconds[name] = seconds.get(name, 0.0) + history.seconds
         return history
 
     def select(name: str, model: NCFModule) -> None:
@@ -210,6 +243,8 @@ def run_pipeline(
             initial[name] = copy.deepcopy(model.state_dict())
         histories[name] = fit(name, name, model, stage_config(name, config, device),
                               split.train, target)
+        if config.refit and main and on_result is not None:  # kept until its refit replaces it
+            on_result(StageResult(name, model, histories[name], {}, seconds[name], final=False))
 
     def refit(name: str, model: NCFModule, data: Interactions) -> None:
         """Train ``model`` (at its initial weights) for the epochs chosen on validation."""
@@ -250,13 +285,13 @@ def run_pipeline(
     neumf: NCFModule
     if config.pretrain:
         for name in ("gmf", "mlp"):
-            models[name] = init_model(name, config, n_users, n_items)
+            models[name] = init_model(name, config, n_users, n_items, device or "cpu")
             select(name, models[name])
             if not config.refit:
                 finish(name)
         neumf = fused()
     else:
-        neumf = init_model("neumf", config, n_users, n_items)
+        neumf = init_model("neumf", config, n_users, n_items, device or "cpu")
     models["neumf"] = neumf.to(device or "cpu")
     select("neumf", models["neumf"])
 

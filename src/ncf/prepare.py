@@ -120,6 +120,38 @@ def kcore(x: Interactions, min_user: int = 5, min_item: int = 5) -> Interactions
     return compact(x.subset(keep))
 
 
+def subsample_rows(
+    users: np.ndarray,
+    n_users: int,
+    n_ratings: int,
+    strategy: Literal["users", "head", "random"] = "users",
+    seed: int = 0,
+) -> np.ndarray | None:
+    """The rows :func:`subsample` keeps, for rows whose dense users are ``users``: a bool
+    mask (``"users"``) or sorted row indices, or ``None`` when every row is kept.
+
+    The one rule of both the in-memory path (:func:`subsample`) and the streamed one
+    (:func:`ncf.ingest.prepare_netflix`), so they keep the same rows for a seed.
+    """
+    if n_ratings <= 0:
+        raise NcfError(f"n_ratings must be positive, got {n_ratings}")
+    if n_ratings >= len(users):
+        return None
+    rng = np.random.default_rng(seed)
+    if strategy == "head":
+        return np.arange(n_ratings)
+    if strategy == "random":
+        return np.sort(rng.choice(len(users), n_ratings, replace=False))
+    if strategy != "users":
+        raise NcfError(f"strategy must be 'users', 'head' or 'random', got {strategy!r}")
+    counts = np.bincount(users, minlength=n_users)
+    order = rng.permutation(np.flatnonzero(counts))
+    k = int(np.searchsorted(np.cumsum(counts[order]), n_ratings)) + 1
+    chosen = np.zeros(n_users, dtype=bool)
+    chosen[order[:k]] = True
+    return chosen[users]
+
+
 def subsample(
     x: Interactions,
     n_ratings: int,
@@ -138,7 +170,8 @@ def subsample(
     - ``"head"``: the first ``n_ratings`` rows in file order;
     - ``"random"``: ``n_ratings`` rows uniformly without replacement (file order kept).
 
-    With ``n_ratings >= len(x)`` every interaction is kept. Deterministic for a seed.
+    With ``n_ratings >= len(x)`` every interaction is kept. Deterministic for a seed
+    (the rows are :func:`subsample_rows`').
 
     Args:
         x: the interactions.
@@ -149,23 +182,8 @@ def subsample(
     Returns:
         The compacted subsample.
     """
-    if n_ratings <= 0:
-        raise NcfError(f"n_ratings must be positive, got {n_ratings}")
-    if n_ratings >= len(x):
-        return compact(x)
-    rng = np.random.default_rng(seed)
-    if strategy == "head":
-        return compact(x.subset(np.arange(n_ratings)))
-    if strategy == "random":
-        return compact(x.subset(np.sort(rng.choice(len(x), n_ratings, replace=False))))
-    if strategy != "users":
-        raise NcfError(f"strategy must be 'users', 'head' or 'random', got {strategy!r}")
-    counts = x.user_counts()
-    order = rng.permutation(np.flatnonzero(counts))
-    n_users = int(np.searchsorted(np.cumsum(counts[order]), n_ratings)) + 1
-    chosen = np.zeros(x.n_users, dtype=bool)
-    chosen[order[:n_users]] = True
-    return compact(x.subset(chosen[x.user_ids]))
+    rows = subsample_rows(x.user_ids, x.n_users, n_ratings, strategy, seed)
+    return compact(x if rows is None else x.subset(rows))
 
 
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "b": 10**9}

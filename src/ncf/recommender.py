@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -117,64 +115,100 @@ class Recommender(ABC):
     def _load_state(self, arrays: dict[str, np.ndarray], params: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    def save(self, path: str | Path) -> None:
-        """Write ``path`` (a ``.npz`` of arrays, JSON metadata inside) atomically."""
+    def save(self, path: str | Path, include_seen: bool = True) -> None:
+        """Write ``path`` (a ``.npz`` of arrays, JSON metadata inside) atomically.
+
+        Args:
+            path: the file to write.
+            include_seen: store the training ``user_items`` matrix (the items
+                :meth:`recommend` filters) in the file. A run directory stores it once for all
+                its models (``seen.npz``, :func:`save_seen`) and saves them without it; such a
+                file is loaded with ``load(path, seen=...)``.
+        """
+        from ncf.runs import atomic_savez
+
         arrays, params = self._state()
-        seen = self._seen if self._seen is not None else sp.csr_matrix((0, 0))
         meta = {"name": self.name, "params": params, "n_users": self.n_users,
-                "n_items": self.n_items}
+                "n_items": self.n_items, "seen": "inside" if include_seen else "separate"}
         payload: dict[str, Any] = {f"a_{k}": v for k, v in arrays.items()}
-        payload.update(
-            seen_indptr=seen.indptr, seen_indices=seen.indices,
-            meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-        )
-        path = Path(path)
-        try:
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        except OSError as exc:
-            raise OSError(exc.errno, exc.strerror, str(path)) from None
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **payload)
-            os.replace(tmp, path)
-        except OSError as exc:  # a full disk: name the file, not only "File too large"
-            Path(tmp).unlink(missing_ok=True)
-            raise OSError(exc.errno, exc.strerror, str(path)) from None
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        if include_seen:
+            seen = self._seen if self._seen is not None else sp.csr_matrix((0, 0))
+            payload.update(seen_indptr=seen.indptr, seen_indices=seen.indices)
+        payload["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        atomic_savez(path, payload)
 
     @classmethod
-    def load(cls, path: str | Path) -> Recommender:
+    def load(cls, path: str | Path, seen: str | Path | None = None) -> Recommender:
         """Read a model written by :meth:`save` (``allow_pickle=False``: no code runs on load).
+
+        Args:
+            path: the model file.
+            seen: the ``seen.npz`` of its run (:func:`save_seen`), for a model saved without
+                its seen items (``include_seen=False``); ignored when the file holds them.
 
         Raises:
             DataError: naming ``path``, when it is unreadable or its contents do not fit
                 together (shapes, id maps, seen items outside the model's items).
         """
+        empty = np.zeros(0, dtype=np.int64)
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(bytes(z["meta"]).decode())
                 arrays = {k[2:]: z[k] for k in z.files if k.startswith("a_")}
-                indptr, indices = z["seen_indptr"], z["seen_indices"]
+                inside = "seen_indptr" in z.files
+                indptr = z["seen_indptr"] if inside else empty
+                indices = z["seen_indices"] if inside else empty
         except MemoryError:
             raise
         except Exception as exc:  # numpy's parser of a damaged file raises
             # OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError, zip errors...
             raise DataError(f"unreadable model file ({type(exc).__name__}); train again, or "
                             "restore it", path=path) from None
+        if not inside:
+            if seen is None:
+                raise NcfError(f"{path}: its seen items are stored apart (the run's seen.npz);"
+                               " load it with ncf.load_model(RUN), or pass seen=...")
+            indptr, indices = load_seen(seen)
         try:
             n_users, n_items, name, params = _check_meta(meta)
-            target = _REGISTRY.get(name, cls)
+            target = _registered(name, cls)
             model = target.__new__(target)
             Recommender.__init__(model)
             model.n_users, model.n_items = n_users, n_items
-            model._seen = _seen_matrix(indptr, indices, n_users, n_items)
+            if inside:
+                model._seen = _seen_matrix(indptr, indices, n_users, n_items)
             model._load_state(arrays, params)
         except NcfError as exc:
             raise DataError(f"not a model ncf can use: {exc} (the file was edited?)",
                             path=path) from None
+        if not inside:
+            try:
+                model._seen = _seen_matrix(indptr, indices, n_users, n_items)
+            except NcfError as exc:
+                raise DataError(f"not the seen items of this model: {exc} (the file was "
+                                "edited?)", path=seen) from None
         return model
+
+
+def save_seen(path: str | Path, seen: sp.csr_matrix) -> Path:
+    """Write a ``user_items`` matrix once for the models of a run (``seen.npz``), atomically."""
+    from ncf.runs import atomic_savez
+
+    seen = sp.csr_matrix(seen)
+    return atomic_savez(path, {"seen_indptr": seen.indptr, "seen_indices": seen.indices})
+
+
+def load_seen(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(indptr, indices)`` of a ``seen.npz`` (checked against a model when it is loaded)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return z["seen_indptr"], z["seen_indices"]
+    except MemoryError:
+        raise
+    except FileNotFoundError:
+        raise DataError("missing: the run's seen items (train again)", path=path) from None
+    except Exception as exc:  # a damaged file: numpy's parser raises many kinds
+        raise DataError(f"unreadable seen items ({type(exc).__name__})", path=path) from None
 
 
 def _check_meta(meta: Any) -> tuple[int, int, str, dict[str, Any]]:
@@ -222,8 +256,26 @@ def check_raw_ids(raw: Any, n: int, what: str) -> np.ndarray | None:
 
 _REGISTRY: dict[str, type[Recommender]] = {}
 
+#: The modules whose classes register themselves: imported when a saved name is unknown, so
+#: that loading never depends on what the caller happened to import first.
+_PROVIDERS = ("ncf.recommend", "ncf.baselines")
+
 
 def register(cls: type[Recommender]) -> type[Recommender]:
     """Class decorator: make ``Recommender.load`` able to rebuild this model by its name."""
     _REGISTRY[cls.name] = cls
     return cls
+
+
+def _registered(name: str, default: type[Recommender]) -> type[Recommender]:
+    """The class saved under ``name`` (its module imported if need be)."""
+    if name not in _REGISTRY:
+        import importlib
+
+        for module in _PROVIDERS:
+            importlib.import_module(module)
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if default is Recommender:
+        raise NcfError(f"no model class is registered under the name {name!r}")
+    return default

@@ -5,16 +5,18 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from ncf.errors import DataError, NcfError, printable
 from ncf.interactions import Interactions
 from ncf.recommend import NCFRecommender
+from ncf.recommender import save_seen
 from ncf.runs import (
     load_catalog,
     read_json,
+    remove_checkpoints,
     save_catalog,
     write_history,
     write_json,
@@ -29,9 +31,11 @@ def all_interactions(split: Any) -> Interactions:
     return split.train.concat(*parts).with_arrays(ratings=None, timestamps=None)
 
 
-def start_run(run_dir: Path, config: Any, data: Any,
+def start_run(run_dir: Path, config: Any, data: Any, seen: Interactions,
               extra: Mapping[str, Any] | None = None) -> None:
-    """Write a run's configuration and catalog before it trains."""
+    """Write a run's configuration, catalog and seen items (once for all its models) before
+    it trains."""
+    save_seen(run_dir / "seen.npz", seen.tocsr())
     if data.catalog is not None:
         c = data.catalog
         save_catalog(run_dir / "catalog.npz", c.item_raw, c.titles, c.years)
@@ -50,7 +54,8 @@ def save_stage(run_dir: Path, result: Any, seen: Interactions) -> None:
     from ncf.plots import plot_curves  # matplotlib only where a picture is drawn
 
     name = result.name
-    NCFRecommender.from_trained(result.model, seen).save(run_dir / "models" / f"{name}.npz")
+    NCFRecommender.from_trained(result.model, seen).save(run_dir / "models" / f"{name}.npz",
+                                                         include_seen=False)
     records = result.history.as_dicts()
     write_history(run_dir / "history" / f"{name}.csv", records)
     plot_curves(records, run_dir / "plots" / f"{name}.png", NAMES[name],
@@ -64,6 +69,7 @@ def finish_run(run_dir: Path, results: Mapping[str, Any]) -> None:
     plot_comparison({NAMES[name]: res.history.as_dicts() for name, res in results.items()},
                     run_dir / "plots" / "comparison.png")
     write_json(run_dir / "metrics.json", {name: res.metrics for name, res in results.items()})
+    remove_checkpoints(run_dir)  # the run is complete: nothing left to resume
 
 
 def format_table(metrics: Mapping[str, Mapping[str, Any]]) -> str:
@@ -113,7 +119,8 @@ def load_model(run_dir: Path, model: str = "neumf") -> NCFRecommender:
     if not path.exists():
         have = run_models(Path(run_dir))
         raise NcfError(f"{path}: no such model in this run (have: {', '.join(have) or 'none'})")
-    rec = NCFRecommender.load(path)  # DataError naming the file when it is broken
+    seen = Path(run_dir) / "seen.npz"  # older runs keep the seen items in each model file
+    rec = NCFRecommender.load(path, seen=seen if seen.exists() else None)  # DataError if broken
     if not isinstance(rec, NCFRecommender):
         raise DataError("not an NCF model", path=path)
     return rec
@@ -165,8 +172,13 @@ def recommend_lines(run_dir: Path, user: Any, k: int = 10, model: str = "neumf",
 
 
 def evaluate_run(run_dir: Path, data: str | None = None, fmt: str | None = None,
-                 full_users: int | None = 10_000) -> dict[str, Any]:
-    """Re-score every model of a run: on its own split, or on another data path."""
+                 full_users: int | None | Literal["run"] = "run") -> dict[str, Any]:
+    """Re-score every model of a run: on its own split, or on another data path.
+
+    Full ranking runs on ``full_users`` users drawn with the run's seed (``"run"``: as many
+    as the run used, so that its own split gives back the numbers of its ``metrics.json``;
+    ``None``: every user).
+    """
     from ncf.pipeline import test_metrics
     from ncf.sources import resolve_training_data
 
@@ -181,6 +193,15 @@ def evaluate_run(run_dir: Path, data: str | None = None, fmt: str | None = None,
         if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
             raise DataError(f"data.{key} is {value!r} (the file was edited?)",
                             path=Path(run_dir) / "config.json")
+    pipeline = cfg.get("pipeline")
+    pipeline = pipeline if isinstance(pipeline, dict) else {}
+    run_seed, run_users = pipeline.get("seed", 0), pipeline.get("full_ranking_users", 10_000)
+    for key, value in (("seed", run_seed), ("full_ranking_users", run_users)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or value < 0) or (key == "seed" and value is None):
+            raise DataError(f"pipeline.{key} is {value!r} (the file was edited?)",
+                            path=Path(run_dir) / "config.json")
+    users: int | None = run_users if full_users == "run" else full_users  # type: ignore[assignment]
     names = run_models(Path(run_dir))
     if not names:
         raise NcfError(f"{run_dir}: no trained model in this run (models/ is empty)")
@@ -204,6 +225,6 @@ def evaluate_run(run_dir: Path, data: str | None = None, fmt: str | None = None,
             if mine is not None and not np.array_equal(np.asarray(mine), np.asarray(theirs)):
                 raise NcfError(f"{source}: its {what} ids differ from those the model was "
                                "trained on (other data of the same size?)")
-        out[name] = test_metrics(rec.model, d.split, full_users=full_users)
+        out[name] = test_metrics(rec.model, d.split, full_users=users, seed=run_seed)
     return out
 

@@ -15,16 +15,17 @@ complete files or none, never half-written weights.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -70,12 +71,15 @@ def new_run_dir(out: str | Path | None, base: str | Path = "runs") -> Path:
     return path
 
 
+_MODELS = ("gmf", "mlp", "neumf")
+
 #: What a run directory holds: ``folder -> file names`` (``""`` is the directory itself).
 RUN_FILES = {
-    "": ("config.json", "metrics.json", "catalog.npz"),
-    "history": tuple(f"{m}.csv" for m in ("gmf", "mlp", "neumf")),
-    "models": tuple(f"{m}.npz" for m in ("gmf", "mlp", "neumf")),
-    "plots": (*(f"{m}.png" for m in ("gmf", "mlp", "neumf")), "comparison.png"),
+    "": ("config.json", "metrics.json", "catalog.npz", "seen.npz"),
+    "history": tuple(f"{m}.csv" for m in _MODELS),
+    "models": tuple(f"{m}.npz" for m in _MODELS),
+    "plots": (*(f"{m}.png" for m in _MODELS), "comparison.png"),
+    "checkpoints": (*(f"{m}.npz" for m in _MODELS), *(f"{m}-refit.npz" for m in _MODELS)),
 }
 
 
@@ -116,8 +120,25 @@ def discard_run_dir(path: str | Path, created: bool) -> None:
             pass
 
 
-def atomic_write(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary sibling and ``os.replace``.
+def remove_checkpoints(run_dir: str | Path) -> None:
+    """Delete a run's ``checkpoints/`` folder: its own files, then the folder when empty."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        if entry.is_file() and (entry.name in RUN_FILES["checkpoints"]
+                                or _temporary(entry.name)):
+            entry.unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # something else is in it
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file that becomes ``path`` only once the block ends without error: written
+    to a temporary sibling, flushed to disk, then renamed over ``path`` (``os.replace``).
 
     Raises:
         OSError: naming ``path`` (a full disk: "No space left on device", "File too large").
@@ -131,8 +152,9 @@ def atomic_write(path: str | Path, data: bytes) -> Path:
         umask = os.umask(0)
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would make reports private
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        os.close(fd)
+        with open(tmp, "wb") as fh:  # by its name: the file object knows where it writes
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -142,7 +164,21 @@ def atomic_write(path: str | Path, data: bytes) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary sibling and ``os.replace`` (see
+    :func:`atomic_file`)."""
+    with atomic_file(path) as fh:
+        fh.write(data)
+    return Path(path)
+
+
+def atomic_savez(path: str | Path, arrays: Mapping[str, np.ndarray]) -> Path:
+    """``np.savez`` of ``arrays`` into ``path``, atomically (see :func:`atomic_file`)."""
+    with atomic_file(path) as fh:
+        np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stubs: names to arrays
+    return Path(path)
 
 
 def _jsonable(obj: Any) -> Any:

@@ -18,6 +18,7 @@ from ncf.errors import NcfError
 MAX_BITSET_BYTES = 2**31
 
 _CHUNK = 2**20  # entries per chunk: temporaries stay small (fewer page faults, faster)
+_BUILD_KEYS = 2**22  # keys per slice when a bitset is built
 
 
 class KeySet:
@@ -49,12 +50,15 @@ class KeySet:
         self.bits: np.ndarray | None = None
         if (self.n_bits + 7) // 8 <= max_bitset_bytes:
             self.bits = np.zeros((self.n_bits + 7) // 8, dtype=np.uint8)
-            if keys.size:
-                byte = keys >> 3
+            # slice by slice: the temporaries stay small at any size (100M keys: 2.4 GB at once)
+            for start in range(0, keys.size, _BUILD_KEYS):
+                k = keys[start : start + _BUILD_KEYS]
+                byte = k >> 3
                 starts = np.flatnonzero(np.r_[True, byte[1:] != byte[:-1]])
                 # keys are unique, so the bits of one byte are distinct: their sum is their OR
-                flags = np.left_shift(1, (keys & 7).astype(np.uint8), dtype=np.uint8)
-                self.bits[byte[starts]] = np.add.reduceat(flags, starts, dtype=np.uint8)
+                flags = np.left_shift(1, (k & 7).astype(np.uint8), dtype=np.uint8)
+                # a byte cut by a slice boundary gets the bits of both slices
+                self.bits[byte[starts]] |= np.add.reduceat(flags, starts, dtype=np.uint8)
 
     def __len__(self) -> int:
         return len(self.keys)

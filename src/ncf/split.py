@@ -7,6 +7,7 @@ time; the tie rule then sorts only those few candidates. No per-row key, no per-
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -126,6 +127,42 @@ def _held_out(x: Interactions, *row_sets: np.ndarray) -> Interactions:
     return x.subset(keep)
 
 
+def leave_one_out_rows(
+    users: np.ndarray,
+    times: np.ndarray | None,
+    items: np.ndarray,
+    n_users: int,
+    validation: bool = True,
+    tie_break: str = "random",
+    min_interactions: int | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """The rows :func:`leave_one_out` holds out: ``(test_rows, validation_rows or None,
+    meta)``, each ascending by user.
+
+    The one rule of the in-memory path and of the streamed one (:mod:`ncf.ingest`), which
+    calls it on compact columns (``times`` in any unit: days there, seconds here).
+    """
+    need = 3 if validation else 2
+    min_interactions = need if min_interactions is None else min_interactions
+    if min_interactions < need:
+        raise NcfError(f"min_interactions must be >= {need} to keep a train item per user")
+    _check_tie_break(tie_break)
+    small = np.bincount(users, minlength=n_users) < min_interactions
+    skip = small[users] if small.any() else None
+    test_rows = latest_rows(users, times, items, n_users, skip, tie_break, seed)
+    if not len(test_rows):
+        raise NcfError(f"no user has {min_interactions} interactions: nothing to evaluate")
+    val_rows = None
+    if validation:
+        skip = np.zeros(len(users), dtype=bool) if skip is None else skip
+        skip[test_rows] = True
+        val_rows = latest_rows(users, times, items, n_users, skip, tie_break, seed + 1)
+    meta = {"method": "leave_one_out", "tie_break": tie_break, "seed": seed,
+            "min_interactions": min_interactions, "timestamps": times is not None}
+    return test_rows, val_rows, meta
+
+
 def leave_one_out(
     x: Interactions,
     validation: bool = True,
@@ -159,29 +196,41 @@ def leave_one_out(
     Returns:
         A :class:`Split` (train keeps file order; test and validation sorted by user).
     """
-    need = 3 if validation else 2
-    min_interactions = need if min_interactions is None else min_interactions
-    if min_interactions < need:
-        raise NcfError(f"min_interactions must be >= {need} to keep a train item per user")
-    _check_tie_break(tie_break)
-    small = x.user_counts() < min_interactions
-    skip = small[x.user_ids] if small.any() else None
-    test_rows = _user_rows(x, skip, tie_break, seed)
-    if not len(test_rows):
-        raise NcfError(f"no user has {min_interactions} interactions: nothing to evaluate")
-    val_rows = np.zeros(0, dtype=np.int64)
-    if validation:
-        skip = np.zeros(len(x), dtype=bool) if skip is None else skip
-        skip[test_rows] = True
-        val_rows = _user_rows(x, skip, tie_break, seed + 1)
-    meta = {"method": "leave_one_out", "tie_break": tie_break, "seed": seed,
-            "min_interactions": min_interactions, "timestamps": x.timestamps is not None}
+    test_rows, val_rows, meta = leave_one_out_rows(
+        x.user_ids, x.timestamps, x.item_ids, x.n_users, validation, tie_break,
+        min_interactions, seed)
+    held = (test_rows,) if val_rows is None else (test_rows, val_rows)
     return Split(
-        train=_held_out(x, test_rows, val_rows),
+        train=_held_out(x, *held),
         test=x.subset(test_rows),
-        validation=x.subset(val_rows) if validation else None,
+        validation=None if val_rows is None else x.subset(val_rows),
         meta=meta,
     )
+
+
+def mask_split_rows(
+    users: np.ndarray,
+    times: np.ndarray | None,
+    items: np.ndarray,
+    n_users: int,
+    test_mask: np.ndarray,
+    validation: bool = True,
+    tie_break: str = "random",
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The rows :func:`split_by_mask` holds out: ``(test_rows, validation_rows or None)``
+    (test rows sorted by user, file order within a user); the one rule of both paths."""
+    test_rows = np.flatnonzero(test_mask)
+    if not len(test_rows):
+        raise NcfError("test_mask selects no interaction")
+    test_rows = test_rows[np.argsort(users[test_rows], kind="stable")]
+    if not validation:
+        return test_rows, None
+    _check_tie_break(tie_break)
+    train_counts = np.bincount(users, minlength=n_users) - np.bincount(users[test_rows],
+                                                                       minlength=n_users)
+    skip = test_mask | (train_counts < 2)[users]
+    return test_rows, latest_rows(users, times, items, n_users, skip, tie_break, seed)
 
 
 def split_by_mask(
@@ -211,21 +260,14 @@ def split_by_mask(
     mask = np.asarray(test_mask)
     if mask.dtype != bool or mask.shape != (len(x),):
         raise NcfError(f"test_mask must be a bool array of shape ({len(x)},)")
-    test_rows = np.flatnonzero(mask)
-    if not len(test_rows):
-        raise NcfError("test_mask selects no interaction")
-    test_rows = test_rows[np.argsort(x.user_ids[test_rows], kind="stable")]
-    val_rows = np.zeros(0, dtype=np.int64)
-    if validation:
-        _check_tie_break(tie_break)
-        train_counts = np.bincount(x.user_ids[~mask], minlength=x.n_users)
-        skip = mask | (train_counts < 2)[x.user_ids]
-        val_rows = _user_rows(x, skip, tie_break, seed)
+    test_rows, val_rows = mask_split_rows(x.user_ids, x.timestamps, x.item_ids, x.n_users,
+                                          mask, validation, tie_break, seed)
     meta = {"method": "split_by_mask", "tie_break": tie_break, "seed": seed}
+    held = (test_rows,) if val_rows is None else (test_rows, val_rows)
     return Split(
-        train=_held_out(x, test_rows, val_rows),
+        train=_held_out(x, *held),
         test=x.subset(test_rows),
-        validation=x.subset(val_rows) if validation else None,
+        validation=None if val_rows is None else x.subset(val_rows),
         meta=meta,
     )
 
@@ -278,11 +320,31 @@ def holdout_validation(
     )
 
 
+def held_out_candidates(
+    keys: KeySet,
+    n: int,
+    seed: int,
+    test_users: np.ndarray | None = None,
+    validation_users: np.ndarray | None = None,
+    user_raw: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Evaluation candidates of the held-out rows: ``{"test": ..., "validation": ...}`` for
+    the users given, ``n`` per row from :func:`ncf.sampling.sample_candidates`, never one of
+    ``keys`` (every interaction of the user); test rows use ``seed``, validation rows
+    ``seed + 1``. The one rule of :func:`with_negatives` and of the streamed path."""
+    out: dict[str, np.ndarray] = {}
+    for name, users, s in (("test", test_users, seed), ("validation", validation_users, seed + 1)):
+        if users is not None:
+            out[name] = sample_candidates(users, keys, keys.n_items, n=n, seed=s,
+                                          user_raw=user_raw)
+    return out
+
+
 def with_negatives(split: Split, n: int = 99, seed: int = 0) -> Split:
     """Fill the missing ``test_negatives`` / ``validation_negatives`` of a split.
 
     ``n`` distinct candidates per row, uniform over the items the user never
-    interacted with (train, validation or test), by :func:`ncf.sampling.sample_candidates`;
+    interacted with (train, validation or test), by :func:`held_out_candidates`;
     test rows use ``seed``, validation rows ``seed + 1``.
 
     Args:
@@ -294,19 +356,34 @@ def with_negatives(split: Split, n: int = 99, seed: int = 0) -> Split:
         A new :class:`Split`.
     """
     need_test = split.test_negatives is None
-    need_val = split.validation is not None and split.validation_negatives is None
+    val = split.validation
+    need_val = val is not None and split.validation_negatives is None
     if not (need_test or need_val):
         return split
-    keys = KeySet(_all_keys(split), split.train.n_items)
-    changes: dict[str, Any] = {}
-    if need_test:
-        changes["test_negatives"] = sample_candidates(
-            split.test.user_ids, keys, split.train.n_items, n=n, seed=seed,
-            user_raw=split.train.user_raw)
-    if need_val:
-        val = split.validation
-        assert val is not None  # for the type checker: need_val implies it
-        changes["validation_negatives"] = sample_candidates(
-            val.user_ids, keys, split.train.n_items, n=n, seed=seed + 1,
-            user_raw=split.train.user_raw)
-    return replace(split, **changes)
+    found = held_out_candidates(
+        KeySet(_all_keys(split), split.train.n_items), n, seed,
+        test_users=split.test.user_ids if need_test else None,
+        validation_users=val.user_ids if need_val and val is not None else None,
+        user_raw=split.train.user_raw)
+    return replace(split, test_negatives=found.get("test", split.test_negatives),
+                   validation_negatives=found.get("validation", split.validation_negatives))
+
+
+def split_fingerprint(split: Split) -> str:
+    """A hash of everything in a split that results depend on (ids, held-out rows, candidates)."""
+    h = hashlib.sha256()
+    parts: list[Any] = [split.train.user_ids, split.train.item_ids, split.test.user_ids,
+                        split.test.item_ids, split.test_negatives]
+    if split.validation is not None:
+        parts += [split.validation.user_ids, split.validation.item_ids,
+                  split.validation_negatives]
+    h.update(f"{split.train.n_users},{split.train.n_items}".encode())
+    for p in parts:
+        h.update(b"|")
+        if p is None:
+            continue
+        flat = np.asarray(p).reshape(-1)
+        h.update(str(np.asarray(p).shape).encode())
+        for start in range(0, len(flat), 1 << 22):  # int64 chunks: no full copy at scale
+            h.update(flat[start : start + (1 << 22)].astype(np.int64).tobytes())
+    return h.hexdigest()[:16]

@@ -26,7 +26,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,18 +168,6 @@ def jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=json_default))
 
 
-def _table(x: Interactions) -> pa.Table:
-    cols: dict[str, np.ndarray] = {
-        "user": x.user_ids.astype(np.int32, copy=False),
-        "item": x.item_ids.astype(np.int32, copy=False),
-    }
-    if x.ratings is not None:
-        cols["rating"] = x.ratings.astype(np.float32, copy=False)
-    if x.timestamps is not None:
-        cols["timestamp"] = x.timestamps.astype(np.int64, copy=False)
-    return pa.table(cols)
-
-
 def _ids_array(raw: np.ndarray) -> np.ndarray:
     raw = np.asarray(raw)
     return raw.astype(str) if raw.dtype == object else raw
@@ -292,28 +280,6 @@ def fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _write_all(folder: Path, split: Split, catalog: Catalog | None, meta: dict[str, Any]) -> None:
-    """Write every file of a prepared folder into ``folder`` (which exists and is empty)."""
-    files = []
-    for part in _PARTS:
-        x = getattr(split, part)
-        if x is not None:
-            pq.write_table(_table(x), folder / f"{part}.parquet")
-            files.append(f"{part}.parquet")
-    for name, arr in _arrays(split):
-        if name.endswith("_negatives") or name in ("users", "items"):
-            np.save(folder / f"{name}.npy", arr, allow_pickle=False)
-            files.append(f"{name}.npy")
-    if catalog is not None:
-        write_catalog(folder, catalog)
-        files.append("catalog.parquet")
-    meta = {**meta, "files": files}
-    (folder / META).write_text(json.dumps(meta, indent=2, default=json_default) + "\n")
-    for name in [*files, META]:
-        fsync(folder / name)
-    fsync(folder)
-
-
 def write_catalog(folder: Path, catalog: Catalog) -> None:
     """Write ``catalog`` as ``folder/catalog.parquet`` (``years <= 0`` stored as unknown)."""
     years = np.asarray(catalog.years)
@@ -327,6 +293,148 @@ def write_catalog(folder: Path, catalog: Catalog) -> None:
     pq.write_table(table, folder / "catalog.parquet")
 
 
+#: Rows per slice of a part written (and per Parquet row group).
+ROWS_PER_SLICE = 1 << 22
+
+#: The type of each column of a part, on disk and in the fingerprint.
+COLUMN_TYPES = {"user": np.int32, "item": np.int32, "rating": np.float32,
+                "timestamp": np.int64}
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a prepared folder (``train``, ``validation`` or ``test``), as slices.
+
+    Args:
+        name: the part.
+        slices: called once, yields ``{column: array}`` slices of rows in order (``user``,
+            ``item``, then ``rating`` and ``timestamp`` when the data have them); at least one.
+    """
+
+    name: str
+    slices: Callable[[], Iterator[dict[str, np.ndarray]]]
+
+
+def interactions_part(name: str, x: Interactions) -> Part:
+    """A part of interactions held in memory, cut into slices of :data:`ROWS_PER_SLICE`."""
+    def slices() -> Iterator[dict[str, np.ndarray]]:
+        for a in range(0, max(len(x), 1), ROWS_PER_SLICE):
+            s = slice(a, a + ROWS_PER_SLICE)
+            cols = {"user": x.user_ids[s], "item": x.item_ids[s]}
+            if x.ratings is not None:
+                cols["rating"] = x.ratings[s]
+            if x.timestamps is not None:
+                cols["timestamp"] = x.timestamps[s]
+            yield cols
+    return Part(name, slices)
+
+
+def _write_part(folder: Path, part: Part, hashes: list[str]) -> tuple[int, list[str]]:
+    """Write ``part`` as ``NAME.parquet`` slice by slice, hashing each column as it goes;
+    returns its rows and columns."""
+    writer = None
+    h: dict[str, ArrayHash] = {}
+    n = 0
+    try:
+        for cols in part.slices():
+            cols = {c: np.asarray(a).astype(COLUMN_TYPES[c], copy=False) for c, a in cols.items()}
+            table = pa.table(cols)
+            if writer is None:
+                writer = pq.ParquetWriter(folder / f"{part.name}.parquet", table.schema)
+                h = {c: ArrayHash(f"{part.name}.{c}", COLUMN_TYPES[c]) for c in cols}
+            writer.write_table(table, row_group_size=ROWS_PER_SLICE)
+            for c, arr in cols.items():
+                h[c].update(arr)
+            n += len(cols["user"])
+    finally:
+        if writer is not None:
+            writer.close()
+    hashes.extend(hash_.line() for hash_ in h.values())
+    return n, list(h)
+
+
+def write_prepared(
+    out: Path,
+    parts: list[Part],
+    negatives: dict[str, np.ndarray],
+    user_raw: np.ndarray,
+    item_raw: np.ndarray,
+    catalog: Catalog | None,
+    options: dict[str, Any],
+    split_meta: dict[str, Any],
+    data_meta: dict[str, Any],
+    sources: list[str | Path],
+) -> Path:
+    """Write a prepared folder: the one writer of the in-memory and the streamed paths.
+
+    Every part is written and hashed slice by slice (its memory stays at one slice), then the
+    candidates, the id maps, the catalog and ``meta.json``, all into a temporary folder that is
+    fsync'ed and swapped in (:func:`swap_in`) under the output's lock.
+
+    Args:
+        out: the output folder, checked already (:func:`check_output_dir`).
+        parts: ``train``, then ``validation`` (if any), then ``test``.
+        negatives: ``{"test": (n, c), "validation": (n, c)}`` candidates (either may be absent).
+        user_raw, item_raw: the raw id of every dense index.
+        catalog: titles, or ``None``.
+        options, split_meta, data_meta, sources: recorded in ``meta.json``.
+
+    Returns:
+        ``out``.
+    """
+    with writing_prepared(out):  # the lock; leftovers of a killed run removed
+        tmp = temporary_folder(out)
+        try:
+            hashes: list[str] = []
+            files: list[str] = []
+            counts: dict[str, Any] = {"users": len(user_raw), "items": len(item_raw),
+                                      "validation": None}
+            columns: list[str] = []
+            for part in parts:
+                counts[part.name], cols = _write_part(tmp, part, hashes)
+                columns = columns or cols
+                files.append(f"{part.name}.parquet")
+            neg = negatives.get("test")
+            counts["negatives"] = None if neg is None else int(np.shape(neg)[1])
+            for name in ("test", "validation"):
+                if name in negatives:
+                    arr = np.asarray(negatives[name]).astype(np.int32, copy=False)
+                    files.append(_write_npy(tmp, f"{name}_negatives", arr, hashes))
+            for name, raw in (("users", user_raw), ("items", item_raw)):
+                files.append(_write_npy(tmp, name, _ids_array(raw), hashes))
+            if catalog is not None:
+                write_catalog(tmp, catalog)
+                files.append("catalog.parquet")
+            meta = {
+                "format": FORMAT, "version": FORMAT_VERSION,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "counts": counts,
+                "columns": {"rating": "rating" in columns, "timestamp": "timestamp" in columns},
+                "options": jsonable(options), "split": jsonable(split_meta),
+                "data": jsonable(data_meta), "sources": source_info(list(sources)),
+                "fingerprint": combine_hashes(hashes), "files": files,
+            }
+            (tmp / META).write_text(json.dumps(meta, indent=2, default=json_default) + "\n")
+            for name in [*files, META]:
+                fsync(tmp / name)
+            fsync(tmp)
+            swap_in(tmp, out)
+        except OSError as exc:
+            raise NcfError(f"{out}: could not write the prepared data: "
+                           f"{exc.strerror or exc}") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful swap
+    return out
+
+
+def _write_npy(folder: Path, name: str, arr: np.ndarray, hashes: list[str]) -> str:
+    np.save(folder / f"{name}.npy", arr, allow_pickle=False)
+    h = ArrayHash(name, arr.dtype)
+    h.update(arr)
+    hashes.append(h.line())
+    return f"{name}.npy"
+
+
 def save_prepared(
     out_dir: str | Path,
     split: Split,
@@ -334,7 +442,8 @@ def save_prepared(
     options: dict[str, Any] | None = None,
     sources: list[str | Path] | None = None,
 ) -> Path:
-    """Save ``split`` (and ``catalog``) as a prepared folder, atomically.
+    """Save ``split`` (and ``catalog``) as a prepared folder, atomically (through
+    :func:`write_prepared`, as the streamed path of :mod:`ncf.ingest` does).
 
     Args:
         out_dir: the folder to create, or a previous prepared folder to replace.
@@ -356,37 +465,13 @@ def save_prepared(
     tr = split.train
     if sources is None:
         sources = list(tr.meta.get("sources", []))
-    arrays = _arrays(split)
-    meta: dict[str, Any] = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "counts": {
-            "users": tr.n_users,
-            "items": tr.n_items,
-            **{p: (None if getattr(split, p) is None else len(getattr(split, p)))
-               for p in _PARTS},
-            "negatives": None if split.test_negatives is None
-            else int(np.shape(split.test_negatives)[1]),
-        },
-        "columns": {"rating": tr.ratings is not None, "timestamp": tr.timestamps is not None},
-        "options": jsonable(dict(options or {})),
-        "split": jsonable(dict(split.meta)),
-        "data": jsonable({k: v for k, v in tr.meta.items() if k != "sources"}),
-        "sources": source_info(list(sources)),
-        "fingerprint": fingerprint(arrays),
-    }
-    with writing_prepared(out):
-        tmp = temporary_folder(out)
-        try:
-            _write_all(tmp, split, catalog, meta)
-            swap_in(tmp, out)
-        except OSError as exc:
-            raise NcfError(f"{out}: could not write the prepared data: "
-                           f"{exc.strerror or exc}") from None
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful swap
-    return out
+    parts = [interactions_part(name, x) for name in _PARTS
+             if (x := getattr(split, name)) is not None]
+    negatives = {name: neg for name in ("test", "validation")
+                 if (neg := getattr(split, f"{name}_negatives")) is not None}
+    return write_prepared(out, parts, negatives, tr.user_raw, tr.item_raw, catalog,
+                          dict(options or {}), dict(split.meta),
+                          {k: v for k, v in tr.meta.items() if k != "sources"}, sources)
 
 
 def swap_in(tmp: Path, out: Path) -> None:

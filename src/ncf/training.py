@@ -14,26 +14,35 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import torch
 
+from ncf.checkpoints import (
+    global_rng_state,
+    load_checkpoint,
+    same_config,
+    save_checkpoint,
+    set_global_rng_state,
+)
 from ncf.distributed import Distributed
-from ncf.epochs import EPOCH_BLOCK, Batch, DeviceEpochs, build_epoch, iter_epoch, shard_size
+from ncf.epochs import EPOCH_BLOCK, DeviceEpochs, HostEpochs, build_epoch, iter_epoch
 from ncf.errors import NcfError
 from ncf.evaluation import evaluate_sampled
 from ncf.interactions import Interactions
 from ncf.models import NCFModule
-from ncf.optim import OPTIMIZERS, grads_from_autograd
+from ncf.optim import OPTIMIZERS, Grad
 from ncf.sampling import KeySet
 
 __all__ = ["EPOCH_BLOCK", "EpochRecord", "EvalTarget", "History", "ModelScorer", "TrainConfig",
-           "build_epoch", "iter_epoch", "model_scorer", "train"]
+           "autograd_loss_grads", "build_epoch", "iter_epoch", "model_scorer", "train"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -159,6 +168,7 @@ class History:
     best_epoch: int | None = None
     stopped_early: bool = False
     initial: EpochRecord | None = None  # the starting weights, when they were a candidate
+    seconds: float = 0.0  # wall time of the stage (every session of a resumed one)
 
     def as_dicts(self) -> list[dict[str, Any]]:
         return [asdict(r) for r in self.records]
@@ -261,30 +271,59 @@ def _warm_step(optimizer: torch.optim.Optimizer, grads: dict, factor: float) -> 
             group["lr"] = lr
 
 
-def _epochs(
-    train_data: Interactions, config: TrainConfig, dist: Distributed | None
-) -> tuple[Callable[[], Iterator[Batch]], int]:
-    """The epoch builder of a training run and the samples of one epoch (of this rank)."""
+def _epochs(train_data: Interactions, config: TrainConfig,
+            dist: Distributed | None) -> HostEpochs | DeviceEpochs:
+    """The epoch builder of a training run (samples of this rank's shard, seeded)."""
     device = torch.device(config.device)
     users = train_data.user_ids.astype(np.int64)
     items = train_data.item_ids.astype(np.int64)
     shard = None if dist is None else dist.shard
     on_device = config.sampler == "device" or (config.sampler == "auto" and device.type != "cpu")
     if on_device:  # the key set is built on the device too
-        epochs = DeviceEpochs(users, items, train_data.n_items, config.n_negatives, device,
-                              config.seed, block=config.epoch_block, shard=shard)
-        return epochs.__iter__, epochs.samples
+        return DeviceEpochs(users, items, train_data.n_items, config.n_negatives, device,
+                            config.seed, block=config.epoch_block, shard=shard)
     keys = KeySet(train_data.keys(), train_data.n_items)
-    # the host path: one generator for negatives, one (torch) for shuffles, as always
-    rng = np.random.default_rng(config.seed if shard is None else [config.seed, shard[0]])
-    shard_rng = None if shard is None else np.random.default_rng([config.seed, 1 << 30])
-    gen = torch.Generator().manual_seed(config.seed if shard is None else config.seed + shard[0])
+    return HostEpochs(users, items, keys, train_data.n_items, config.n_negatives, device,
+                      config.seed, block=config.epoch_block, shard=shard)
 
-    def host() -> Iterator[Batch]:
-        return iter_epoch(users, items, keys, train_data.n_items, config.n_negatives, rng, gen,
-                          device, block=config.epoch_block, shard=shard, shard_rng=shard_rng)
 
-    return host, shard_size(len(users), shard) * (1 + config.n_negatives)
+class _Checkpoint:
+    """A stage's checkpoint file: rank 0 writes it, every rank reads it.
+
+    The generators of every rank are gathered into it (each rank draws its own negatives),
+    so a data-parallel stage resumes exactly with the same number of processes.
+    """
+
+    def __init__(self, path: str | Path, config: TrainConfig, dist: Distributed | None,
+                 n_samples: int) -> None:
+        self.path = Path(path)
+        self.dist = dist
+        self.config = {**asdict(config), "samples": n_samples,
+                       "world": 1 if dist is None else dist.world}
+
+    def load(self) -> dict[str, Any] | None:
+        state = load_checkpoint(self.path)
+        if state is None:
+            return None
+        if not same_config(state.get("config"), self.config):
+            raise NcfError(f"{self.path}: this checkpoint was written by another configuration "
+                           "or other data (delete it to train the stage again)")
+        return state
+
+    def rng(self, state: dict[str, Any]) -> Any:
+        """This rank's generators in a loaded ``state``."""
+        return state["rng"][0 if self.dist is None else self.dist.rank]
+
+    def save(self, state: dict[str, Any], rng: Any) -> None:
+        """Write ``state`` with every rank's generators (``rng`` is this rank's)."""
+        if self.dist is None:
+            ranks = [rng]
+        else:
+            gathered = self.dist.gather_text(json.dumps(rng))
+            if not self.dist.is_main:
+                return
+            ranks = [json.loads(t) for t in gathered]
+        save_checkpoint(self.path, {**state, "config": self.config, "rng": ranks})
 
 
 @_flushing_denormals
@@ -296,11 +335,14 @@ def train(
     on_epoch: Callable[[EpochRecord], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
     dist: Distributed | None = None,
+    checkpoint: str | Path | None = None,
 ) -> History:
     """Train ``model`` in place and leave it with the weights of its best validation epoch.
 
     Args:
-        model: a GMF, MLP or NeuMF (anything with ``forward`` and ``loss_grads``).
+        model: any :class:`~ncf.models.NCFModule`: its ``loss_grads`` gives the gradients
+            (hand-written for GMF, MLP and NeuMF; autograd for a model that does not override
+            it, and for every model with ``config.autograd``).
         train_data: the training positives.
         validation: held-out items for model selection (never the test items), or ``None``
             (then the last epoch is kept).
@@ -310,10 +352,16 @@ def train(
         dist: this process's place in a data-parallel run (:mod:`ncf.distributed`): it trains
             on its shard with a local batch of ``batch_size / world``, the gradients are
             combined every step, and rank 0 alone validates (the others receive its metrics).
+        checkpoint: a file where the stage's state is written at the end of every epoch
+            (:mod:`ncf.checkpoints`); when it exists already, the stage resumes from it (and
+            a finished stage only restores its final weights), ending exactly as it would have
+            without the interruption. ``None``: no checkpoint.
 
     Raises:
-        NcfError: the loss became NaN or infinite (with the epoch and batch), or no data.
+        NcfError: the loss became NaN or infinite (with the epoch and batch), no data, or a
+            checkpoint of another configuration.
     """
+    started = time.perf_counter()
     if len(train_data) == 0:
         raise NcfError("the training split is empty")
     if train_data.n_users > model.n_users or train_data.n_items > model.n_items:
@@ -328,7 +376,10 @@ def train(
         raise NcfError(f"batch size {config.batch_size} is not a multiple of the {world} "
                        "processes")
     bs = config.batch_size // world
-    epochs, n_samples = _epochs(train_data, config, dist)
+    epochs = _epochs(train_data, config, dist)
+    n_samples = epochs.samples
+    loss_grads = (functools.partial(autograd_loss_grads, model) if config.autograd
+                  else model.loss_grads)
     optimizer = make_optimizer(model, config)
     scheduler = None
     if config.plateau_factor is not None and validation is not None and not config.lr_schedule:
@@ -339,6 +390,28 @@ def train(
     best_key: tuple[float, float] | None = None
     best_state: dict[str, torch.Tensor] | None = None
     since_best = 0
+    step = 0
+    first = 1
+    ckpt = None if checkpoint is None else _Checkpoint(checkpoint, config, dist, n_samples)
+    saved = None if ckpt is None else ckpt.load()
+    if saved is not None and ckpt is not None:
+        history = _history(saved["history"])
+        if saved["finished"]:  # the stage ended: its final weights, and the generators then
+            model.load_state_dict(saved["model"])
+            set_global_rng_state(ckpt.rng(saved)["global"], device)
+            model.eval()
+            return history
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(saved["scheduler"])
+        best_key = None if saved["best_key"] is None else tuple(saved["best_key"])  # type: ignore
+        best_state = saved["best_state"]
+        if saved["best_is_current"]:
+            best_state = copy.deepcopy(model.state_dict())
+        since_best, step, first = saved["since_best"], saved["step"], saved["epoch"] + 1
+        epochs.load_state(ckpt.rng(saved)["epochs"])
+        set_global_rng_state(ckpt.rng(saved)["global"], device)
     target = None
     if validation is not None and (dist is None or dist.is_main):
         target = validation.on(device)
@@ -356,31 +429,46 @@ def train(
                                                       else None, 3)
         return hr, ndcg, seconds
 
-    if config.keep_initial and validation is not None:
+    def save(finished: bool) -> None:
+        """Write the checkpoint (every rank takes part: the generators are gathered)."""
+        if ckpt is None:
+            return
+        rng = {"global": global_rng_state(device)}
+        history.seconds = elapsed + time.perf_counter() - started
+        if finished:
+            ckpt.save({"finished": True, "history": _history_state(history),
+                       "model": model.state_dict()}, rng)
+            return
+        current = history.best_epoch == len(history.records) and history.records
+        ckpt.save({
+            "finished": False, "epoch": len(history.records), "step": step,
+            "history": _history_state(history), "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": None if scheduler is None else scheduler.state_dict(),
+            "best_key": None if best_key is None else list(best_key),
+            "best_is_current": bool(current),
+            "best_state": None if current else best_state,
+            "since_best": since_best,
+        }, {**rng, "epochs": epochs.state()})
+
+    elapsed = history.seconds
+    if config.keep_initial and validation is not None and saved is None:
         hr0, ndcg0, sec0 = validate()
         history.initial = EpochRecord(0, float("nan"), hr0, ndcg0, config.lr, 0.0, sec0)
         best_key, history.best_epoch = (hr0 or 0.0, ndcg0 or 0.0), 0
         best_state = copy.deepcopy(model.state_dict())
-    step = 0
-    for epoch in range(1, config.epochs + 1):
+    last = first - 1 if history.stopped_early else config.epochs
+    for epoch in range(first, last + 1):
         t0 = time.perf_counter()
         if config.lr_schedule and epoch <= len(config.lr_schedule):
             for group in optimizer.param_groups:
                 group["lr"] = config.lr_schedule[epoch - 1]
         total = torch.zeros((), dtype=torch.float64, device=device)
         n_batches, done = math.ceil(n_samples / bs), 0
-        for eu, ei, ey in epochs():
+        for eu, ei, ey in epochs:
             for s in range(0, len(eu), bs):
                 ub, ib, yb = eu[s : s + bs], ei[s : s + bs], ey[s : s + bs]
-                if config.autograd:
-                    optimizer.zero_grad(set_to_none=True)
-                    logits = model(ub, ib)
-                    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, yb)
-                    loss.backward()
-                    grads = grads_from_autograd(model.named_parameters())
-                    loss = loss.detach()
-                else:
-                    loss, grads = model.loss_grads(ub, ib, yb)
+                loss, grads = loss_grads(ub, ib, yb)
                 if dist is not None:
                     grads = dist.sync_grads(grads)
                 if step < config.warmup_steps:
@@ -419,8 +507,33 @@ def train(
             scheduler.step(hr)
         if config.early_stopping is not None and since_best >= config.early_stopping:
             history.stopped_early = True
+        save(finished=False)
+        if history.stopped_early:
             break
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
+    history.seconds = elapsed + time.perf_counter() - started
+    save(finished=True)
     return history
+
+
+def autograd_loss_grads(
+    model: NCFModule, users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, Grad]]:
+    """Mean log loss of a batch and its gradients by autograd, keyed by parameter name: the
+    reference every model trains with unless it writes its own ``loss_grads``."""
+    return NCFModule.loss_grads(model, users, items, labels)
+
+
+def _history_state(history: History) -> dict[str, Any]:
+    return {"records": history.as_dicts(), "best_epoch": history.best_epoch,
+            "stopped_early": history.stopped_early, "seconds": history.seconds,
+            "initial": None if history.initial is None else asdict(history.initial)}
+
+
+def _history(state: dict[str, Any]) -> History:
+    return History(records=[EpochRecord(**r) for r in state["records"]],
+                   best_epoch=state["best_epoch"], stopped_early=state["stopped_early"],
+                   initial=None if state["initial"] is None else EpochRecord(**state["initial"]),
+                   seconds=state["seconds"])

@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-from ncf.baselines._common import NegativeSampler
 from ncf.baselines.factorization import IALS, PureSVD
 from ncf.baselines.item_based import EASE, ItemKNN, ItemPop
 from ncf.baselines.sgd import BPR, LogisticMF
@@ -32,7 +31,4 @@ BASELINES: dict[str, type[Recommender]] = {
     cls.name: cls for cls in (ItemPop, ItemKNN, PureSVD, EASE, BPR, IALS, LogisticMF)
 }
 
-__all__ = [
-    "BASELINES", "BPR", "EASE", "IALS", "ItemKNN", "ItemPop", "LogisticMF", "NegativeSampler",
-    "PureSVD",
-]
+__all__ = ["BASELINES", "BPR", "EASE", "IALS", "ItemKNN", "ItemPop", "LogisticMF", "PureSVD"]

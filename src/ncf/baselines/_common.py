@@ -1,4 +1,4 @@
-"""Shared machinery of the baselines: input checks, persistence, scoring, negative sampling.
+"""Shared machinery of the baselines: input checks, persistence, scoring.
 
 Two scoring shapes cover every baseline except popularity:
 
@@ -229,37 +229,3 @@ def item_gram_blocks(user_items: sp.csr_matrix) -> Iterator[tuple[slice, np.ndar
     for cols in chunks(np.full(n_items, n_items)):
         block = item_users @ by_column[:, cols]
         yield cols, block.toarray().astype(np.float32, copy=False)
-
-
-class NegativeSampler:
-    """Uniform draws among the items a user never interacted with: exact, no rejection.
-
-    With a user's sorted positives ``p_0 < p_1 < ...``, ``p_k - k`` counts the negatives
-    before ``p_k``; so the ``r``-th negative is ``r + #{k : p_k - k <= r}``. Shifted by
-    ``user * n_items`` those counts form one sorted array for all users, and a whole
-    epoch of draws is two ``searchsorted`` calls.
-
-    Args:
-        keys: sorted unique ``user * n_items + item`` keys of the positives
-            (:meth:`Interactions.keys`).
-        n_users: number of users.
-        n_items: number of items.
-    """
-
-    def __init__(self, keys: np.ndarray, n_users: int, n_items: int) -> None:
-        keys = np.asarray(keys, dtype=np.int64)
-        owner = keys // n_items
-        self.counts = np.bincount(owner, minlength=n_users).astype(np.int64)
-        if self.counts.size and self.counts.max() >= n_items:
-            user = int(np.argmax(self.counts))
-            raise NcfError(f"user {user} interacted with every item: no negatives to sample")
-        self.starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
-        self.shifted = keys - (np.arange(len(keys), dtype=np.int64) - self.starts[owner])
-        self.n_items = n_items
-
-    def sample(self, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """One negative item (int64) for each entry of ``users``."""
-        users = np.asarray(users, dtype=np.int64)
-        r = rng.integers(0, self.n_items - self.counts[users])
-        below = np.searchsorted(self.shifted, users * self.n_items + r, side="right")
-        return r + below - self.starts[users]

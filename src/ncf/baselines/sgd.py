@@ -1,7 +1,8 @@
 """Matrix factorisations trained by SGD on sampled negatives: BPR-MF and logistic MF.
 
-Both build each epoch as whole arrays (positives shuffled, negatives drawn fresh with
-:class:`NegativeSampler`), then take plain SGD steps on mini-batches. The gradients are
+Both build each epoch as whole arrays (positives shuffled, negatives drawn fresh by
+:func:`ncf.sampling.sample_negatives`, the sampler NCF training uses), then take plain SGD
+steps on mini-batches. The gradients are
 written out by hand and applied with ``index_add_``: these models are two dot products,
 and skipping autograd's sparse-gradient machinery makes a step about twice as fast.
 Gradients are summed over the batch, so ``lr`` means what it means in the papers'
@@ -13,10 +14,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ncf.baselines._common import FactorRecommender, NegativeSampler, require
+from ncf.baselines._common import FactorRecommender, require
 from ncf.errors import NcfError
 from ncf.interactions import Interactions
 from ncf.recommender import register
+from ncf.sampling import KeySet, sample_negatives
 
 
 class _SgdFactorModel(FactorRecommender):
@@ -47,7 +49,7 @@ class _SgdFactorModel(FactorRecommender):
         rng = np.random.default_rng(self.seed)
         keys = train.keys()
         pos_users, pos_items = keys // self.n_items, keys % self.n_items
-        sampler = NegativeSampler(keys, self.n_users, self.n_items)
+        positives = KeySet(keys, self.n_items)  # the sampler of NCF training draws around them
         shape_u, shape_i = (self.n_users, self.factors), (self.n_items, self.factors)
         self._p = torch.from_numpy(rng.normal(0.0, self.init_std, shape_u).astype(np.float32))
         self._q = torch.from_numpy(rng.normal(0.0, self.init_std, shape_i).astype(np.float32))
@@ -55,7 +57,7 @@ class _SgdFactorModel(FactorRecommender):
         self._bi = torch.zeros(self.n_items)
         self._g = torch.zeros(())
         for epoch in range(self.epochs):
-            columns = self._epoch_samples(pos_users, pos_items, sampler, rng)
+            columns = self._epoch_samples(pos_users, pos_items, positives, rng)
             for start in range(0, len(columns[0]), self.batch_size):
                 self._step(*(torch.from_numpy(c[start : start + self.batch_size]) for c in columns))
             if not (torch.isfinite(self._p).all() and torch.isfinite(self._q).all()):
@@ -66,7 +68,7 @@ class _SgdFactorModel(FactorRecommender):
         del self._p, self._q, self._bu, self._bi, self._g
 
     def _epoch_samples(
-        self, users: np.ndarray, items: np.ndarray, sampler: NegativeSampler,
+        self, users: np.ndarray, items: np.ndarray, positives: KeySet,
         rng: np.random.Generator,
     ) -> list[np.ndarray]:
         raise NotImplementedError
@@ -108,12 +110,12 @@ class BPR(_SgdFactorModel):
         self._validate()
 
     def _epoch_samples(
-        self, users: np.ndarray, items: np.ndarray, sampler: NegativeSampler,
+        self, users: np.ndarray, items: np.ndarray, positives: KeySet,
         rng: np.random.Generator,
     ) -> list[np.ndarray]:
         order = rng.permutation(len(users))
         users, items = users[order], items[order]
-        return [users, items, sampler.sample(users, rng)]
+        return [users, items, sample_negatives(users, positives, self.n_items, 1, rng)]
 
     def _step(self, *batch: torch.Tensor) -> None:
         u, i, j = batch
@@ -170,12 +172,13 @@ class LogisticMF(_SgdFactorModel):
         self._validate()
 
     def _epoch_samples(
-        self, users: np.ndarray, items: np.ndarray, sampler: NegativeSampler,
+        self, users: np.ndarray, items: np.ndarray, positives: KeySet,
         rng: np.random.Generator,
     ) -> list[np.ndarray]:
         neg_users = np.repeat(users, self.negatives)
         all_users = np.concatenate([users, neg_users])
-        all_items = np.concatenate([items, sampler.sample(neg_users, rng)])
+        negatives = sample_negatives(neg_users, positives, self.n_items, 1, rng)
+        all_items = np.concatenate([items, negatives])
         labels = np.zeros(len(all_users), dtype=np.float32)
         labels[: len(users)] = 1.0
         order = rng.permutation(len(all_users))

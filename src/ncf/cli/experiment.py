@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ncf.cli import non_negative_int, positive_int, seed_arg
+from ncf.cli import finite_float, non_negative_int, positive_int, seed_arg
 
 T = TypeVar("T")
 
@@ -87,6 +87,9 @@ def register(sub: Any) -> None:
     p.add_argument("--users", type=positive_int, default=None,
                    help="coldstart: held-out users (default: 20%% of those with enough "
                    "interactions, at most 1000)")
+    p.add_argument("--dropout", type=finite_float, default=0.0,
+                   help="dropout of the MLP's concatenated embeddings while training (MLP and "
+                   "NeuMF); 0 is the paper's model (ncf train's default is 0.2)")
     p.add_argument("--full-ranking-users", type=non_negative_int, default=10_000,
                    help="users sampled for full-ranking metrics (0: all)")
     p.add_argument("--device", default="auto",
@@ -123,8 +126,12 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         seeds=tuple(seeds), epochs=epochs, factors=args.factors, models=args.models,
         quick=args.quick, batch_size=args.batch_size,
         full_ranking_users=args.full_ranking_users or None, device=args.device,
+        dropout=args.dropout,
     )
     # options and folders are checked before any data is read or anything is written
+    from ncf.models import check_dropout
+
+    check_dropout(args.dropout)
     preset_models(PRESETS[args.name], options)
     preset_factors(PRESETS[args.name], options)
     name = data_name(args.data, args.dataset)
@@ -151,7 +158,7 @@ def _coldstart(args: argparse.Namespace, say: Callable[..., None]) -> int:
     """`ncf experiment coldstart`: see :mod:`ncf.experiments.coldstart`."""
     from dataclasses import replace
 
-    from ncf.cli.train import auto_batch_size, check_device, set_threads
+    from ncf.cli.train import auto_batch_size, resolve_device, set_threads
     from ncf.experiments.coldstart import NAME, ColdStartOptions, run_coldstart
     from ncf.experiments.run import check_report_folder, data_name
     from ncf.pipeline import FINETUNE_PRESETS, PipelineConfig
@@ -160,7 +167,7 @@ def _coldstart(args: argparse.Namespace, say: Callable[..., None]) -> int:
 
     epochs = args.epochs or (QUICK_EPOCHS if args.quick else 20)
     factors = args.factors or (16,)
-    check_device(args.device)
+    args.device = resolve_device(args.device)
     models = args.models or ("gmf",)
     ColdStartOptions(given=args.given, users=args.users, models=models)  # checked before data
     name = data_name(args.data, args.dataset)

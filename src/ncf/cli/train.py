@@ -40,8 +40,9 @@ def register(sub: Any) -> None:
                    "(MLP and NeuMF; 0: the paper's model)")
     p.add_argument("--epochs", type=int, default=20, help="maximum epochs of every stage")
     p.add_argument("--batch-size", type=positive_int, default=None,
-                   help="samples per step (default: 256, the paper's, while an epoch has at most "
-                   "~2,000 steps; larger data get the power of two that keeps it near 2,000)")
+                   help="samples per step (default: 256, the paper's, unless an epoch would "
+                   "take more than 3,000 steps; then the smallest power of two that keeps it "
+                   "within 3,000, at most 16,384)")
     p.add_argument("--lr", type=float, default=0.001, help="Adam learning rate of GMF and MLP")
     p.add_argument("--negatives", type=int, default=4, help="sampled negatives per positive")
     p.add_argument("--no-pretrain", action="store_true",
@@ -67,16 +68,24 @@ def register(sub: Any) -> None:
     p.add_argument("--threads", type=positive_int, default=None,
                    help="torch threads (default: 1 for small batches, else all cores but one, "
                    "shared among the processes of a run)")
+    p.add_argument("--sparse", action=argparse.BooleanOptionalAction, default=None,
+                   help="row-wise (lazy) embedding updates: lazy Adam, L2 only on the rows a "
+                   "batch used (default: on a CPU above 100,000 users, else off)")
     p.add_argument("--user", help="raw user id whose top-10 is printed at the end")
     p.add_argument("--quiet", action="store_true", help="no progress, no per-epoch lines")
+    p.add_argument("--resume", metavar="RUN",
+                   help="continue an interrupted run from its last checkpoint, with the options "
+                   "it was started with (only --quiet may be added); it ends as the run would "
+                   "have ended without the interruption")
     p.set_defaults(run=cmd_train)
 
     e = sub.add_parser("evaluate", help="re-score the models of a run directory")
     e.add_argument("run_dir")
     e.add_argument("--data", help="data to score on (default: the run's own split)")
     e.add_argument("--format")
-    e.add_argument("--full-ranking-users", type=non_negative_int, default=10_000,
-                   help="users sampled for full-ranking metrics (0: all)")
+    e.add_argument("--full-ranking-users", type=non_negative_int, default=None,
+                   help="users sampled for full-ranking metrics, with the run's seed (0: all; "
+                   "default: as many as the run used)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(run=cmd_evaluate)
 
@@ -129,11 +138,16 @@ def check_device(device: str) -> None:
                        f"({torch.__version__})")
 
 
-def auto_batch_size(n_positives: int, n_negatives: int, steps: int = 2000) -> int:
-    """256 (the paper's) unless an epoch would exceed ~``steps`` steps; then a power of two."""
+#: Steps an epoch may take at the automatic batch on a CPU.
+CPU_STEPS = 3000
+
+
+def auto_batch_size(n_positives: int, n_negatives: int, steps: int = CPU_STEPS) -> int:
+    """256 (the paper's) unless an epoch would take more than ``steps`` steps; then the
+    smallest power of two that keeps it within ``steps`` (at most 16,384)."""
     samples = n_positives * (1 + n_negatives)
     batch = 256
-    while samples / batch > steps * 1.5 and batch < 16384:
+    while samples / batch > steps and batch < 16384:
         batch *= 2
     return batch
 
@@ -249,12 +263,13 @@ class _Progress:
               f"{r.seconds:.1f}s (+{r.eval_seconds:.2f}s eval)", flush=True)
 
 
-def _pipeline_config(args: argparse.Namespace, batch_size: int, device: str,
+def _pipeline_config(args: argparse.Namespace, batch_size: int | None, device: str,
                      plan: Any = None) -> Any:
     from ncf.pipeline import FINETUNE_PRESETS, PipelineConfig
     from ncf.training import TrainConfig
 
     scale, warmup = (1.0, 0) if plan is None else (plan.lr_scale, plan.warmup_steps)
+    batch_size = batch_size or 256  # the options are checked before the batch is planned
     stage = TrainConfig(epochs=args.epochs, batch_size=batch_size, lr=args.lr * scale,
                         n_negatives=args.negatives, early_stopping=args.early_stopping,
                         device=device, warmup_steps=warmup)
@@ -269,18 +284,60 @@ def _pipeline_config(args: argparse.Namespace, batch_size: int, device: str,
         pretrain=not args.no_pretrain,
         alpha=args.alpha, gmf=stage, mlp=stage, neumf=neumf, seed=args.seed,
         full_ranking_users=args.full_ranking_users or None, refit=args.refit,
+        sparse=args.sparse,
     ), preset
+
+
+#: Options ``--resume`` takes from the command line; every other one comes from the run.
+RESUME_OPTIONS = ("quiet",)
+
+
+def resume_args(args: argparse.Namespace) -> argparse.Namespace:
+    """The options of the run ``args.resume`` names, as it was started (plus ``--quiet``).
+
+    Raises:
+        NcfError: not a run directory of this version of ncf, a finished run, or other
+            options given beside ``--resume``.
+    """
+    from ncf.cli import build_parser
+    from ncf.runs import read_json
+
+    run = Path(args.resume)
+    defaults = vars(build_parser().parse_args(["train"]))
+    extra = sorted(k for k, v in vars(args).items()
+                   if k not in ("resume", "run", "argv", *RESUME_OPTIONS) and v != defaults.get(k))
+    if extra:
+        raise NcfError(f"--resume continues a run with the options it was started with; "
+                       f"--{extra[0].replace('_', '-')} cannot be changed")
+    if not run.is_dir():
+        raise NcfError(f"{run}: no such run directory")
+    config = read_json(run / "config.json")
+    stored = config.get("args") if isinstance(config, dict) else None
+    if not isinstance(stored, dict) or not isinstance(config.get("split_fingerprint"), str):
+        raise NcfError(f"{run}: this run cannot be resumed (its config.json records no options;"
+                       " it was started by an older ncf)")
+    if (run / "metrics.json").exists():
+        raise NcfError(f"{run}: the run is complete (metrics.json is written); nothing to "
+                       "resume")
+    out = argparse.Namespace(**{**defaults, **stored})
+    for key in ("run", "argv", *RESUME_OPTIONS):
+        setattr(out, key, getattr(args, key, defaults.get(key)))
+    out.out, out.resume = str(run), str(run)
+    out.resume_config = config
+    return out
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ncf.distributed import init_from_env, launch, shutdown, world_from_env
 
-    # model options are checked before any data is read or anything is written
-    from ncf.pipeline import PipelineConfig
-
-    PipelineConfig(factors=args.factors, n_layers=args.layers, dropout=args.dropout,
-                   alpha=args.alpha)
+    if args.resume is not None:
+        args = resume_args(args)
+    # options are checked before any data is read or anything is written
+    _pipeline_config(args, args.batch_size, "cpu")
     device = resolve_device(args.device)
+    if args.resume is not None:  # where and on how many processes it ran
+        device = str(args.resume_config.get("device", device))
+        args.nproc = int(args.resume_config.get("processes", 1))
     if args.nproc > 1 and world_from_env() == 1:
         if device.startswith("cuda"):
             import torch
@@ -289,6 +346,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 raise NcfError(f"--nproc {args.nproc}: only {torch.cuda.device_count()} GPU(s) "
                                "on this machine")
         argv = list(getattr(args, "argv", None) or sys.argv[1:])
+        if args.resume is not None:
+            argv = ["train", "--resume", args.resume, *(["--quiet"] if args.quiet else [])]
         return launch(args.nproc, _without_nproc(argv))
     dist = init_from_env(device)
     try:
@@ -323,14 +382,19 @@ def _train(args: argparse.Namespace, device: str, dist: Any) -> int:
         save_stage,
         start_run,
     )
-    from ncf.runs import discard_run_dir, new_run_dir, plan_run_dir
+    from ncf.runs import discard_run_dir, new_run_dir, plan_run_dir, write_json
     from ncf.sources import resolve_training_data
+    from ncf.split import split_fingerprint
 
     main = dist is None or dist.is_main
     world = 1 if dist is None else dist.world
-    run_dir = plan_run_dir(args.out) if main else None  # checked now, created once data is ready
+    resuming = args.resume is not None
+    if resuming:
+        run_dir: Path | None = Path(args.resume)
+    else:  # checked now, created once data is ready
+        run_dir = plan_run_dir(args.out) if main else None
     created = False  # only a directory this run made is removed
-    if run_dir is not None:
+    if run_dir is not None and main:
         hold_output(run_dir, what="run directory")  # one ncf process per run directory
     quiet = args.quiet or not main
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
@@ -351,13 +415,19 @@ def _train(args: argparse.Namespace, device: str, dist: Any) -> int:
             data = data if main else load()
             _injected_failure(dist.rank)
         split = data.split
+        fingerprint = split_fingerprint(split)
+        if resuming and fingerprint != args.resume_config["split_fingerprint"]:
+            raise NcfError(f"{run_dir}: the data differ from those the run was started on "
+                           f"({data.description}); it cannot be resumed on them")
         plan = training_plan(len(split.train), args.negatives, device, args.batch_size)
         config, preset = _pipeline_config(args, plan.batch_size, device, plan)
-        config = replace(config, sparse=resolve_sparse(None, split.train.n_users, device))
+        config = replace(config, sparse=resolve_sparse(args.sparse, split.train.n_users, device))
         if args.user is not None:
             lookup_raw(split.train.user_raw, args.user, "user")  # known before hours of training
+        if resuming:  # the same threads: a sum over other threads can round differently
+            args.threads = args.resume_config.get("threads") or args.threads
         threads = set_threads(args.threads, plan.batch_size // world, world)
-        if main:
+        if main and not resuming:
             assert run_dir is not None
             created = not os.path.lexists(run_dir)
             run_dir = new_run_dir(run_dir)
@@ -376,31 +446,49 @@ def _train(args: argparse.Namespace, device: str, dist: Any) -> int:
             save_stage(run_dir, result, seen)
             saved.append(result.name)
 
-        if main:
+        seen = all_interactions(split)
+        if main and resuming:
             assert run_dir is not None
-            start_run(run_dir, config, data, extra={
+            record = dict(args.resume_config)
+            record["resumed"] = [*record.get("resumed", []),
+                                 time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())]
+            write_json(run_dir / "config.json", record)
+            say(f"resuming {printable(run_dir)} from its checkpoints")
+        elif main:
+            assert run_dir is not None
+            start_run(run_dir, config, data, seen, extra={
                 "finetune": preset, "threads": threads, "argv": sys.argv[1:], "device": device,
-                "processes": world, "batch_plan": plan.as_dict()})
-            seen = all_interactions(split)
+                "processes": world, "batch_plan": plan.as_dict(),
+                "split_fingerprint": fingerprint, "args": _recorded_args(args)})
+        if dist is not None:  # every rank reads the checkpoints rank 0 writes (and names)
+            run_dir_of_rank0 = dist.gather_text(str(run_dir) if main else "")[0]
+            checkpoints = Path(run_dir_of_rank0) / "checkpoints"
+        else:
+            assert run_dir is not None
+            checkpoints = run_dir / "checkpoints"
         results = run_pipeline(split, config, on_epoch=progress.line, progress=progress.bar,
-                               device=device, on_result=save if main else None, dist=dist)
+                               device=device, on_result=save if main else None, dist=dist,
+                               checkpoints=checkpoints)
     except PeerFailed:
-        if main and not saved and run_dir is not None:
-            discard_run_dir(run_dir, created)
+        if main and not _keep(run_dir, saved, resuming):
+            discard_run_dir(run_dir, created)  # type: ignore[arg-type]
         try:  # give the launcher time to see the rank that failed first and stop this one
             time.sleep(PEER_GRACE_SECONDS)
         except KeyboardInterrupt:
             return 130
         return PEER_FAILED  # the rank that failed says why
     except KeyboardInterrupt:
-        if main and not saved and run_dir is not None:
-            discard_run_dir(run_dir, created)
+        if main and not _keep(run_dir, saved, resuming):
+            discard_run_dir(run_dir, created)  # type: ignore[arg-type]
+        elif main and run_dir is not None and _has_checkpoints(run_dir):
+            print(f"ncf: the run can go on from its last epoch: ncf train --resume "
+                  f"{printable(run_dir)}", file=sys.stderr)
         if launched():
             return 130  # stopped by the launcher: the failing rank (or the launcher) says why
         raise
     except BaseException:
-        if main and not saved and run_dir is not None:
-            discard_run_dir(run_dir, created)  # the same --out can be used again
+        if main and not _keep(run_dir, saved, resuming):
+            discard_run_dir(run_dir, created)  # type: ignore[arg-type]  # --out can be reused
         raise
     if not main:
         return 0
@@ -416,6 +504,26 @@ def _train(args: argparse.Namespace, device: str, dist: Any) -> int:
     return 0
 
 
+def _has_checkpoints(run_dir: Path) -> bool:
+    folder = run_dir / "checkpoints"
+    return folder.is_dir() and any(p.suffix == ".npz" for p in folder.iterdir())
+
+
+def _keep(run_dir: Path | None, saved: list[str], resuming: bool) -> bool:
+    """Whether a failed run keeps its directory: it was resumed, a stage finished, or an
+    epoch's checkpoint was written (``ncf train --resume`` goes on from it)."""
+    return run_dir is None or resuming or bool(saved) or _has_checkpoints(run_dir)
+
+
+def _recorded_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of a run as ``--resume`` replays them (paths made absolute)."""
+    out = {k: v for k, v in vars(args).items()
+           if k not in ("run", "argv", "resume", "resume_config", "quiet")}
+    if out.get("data") is not None:
+        out["data"] = str(Path(out["data"]).absolute())
+    return out
+
+
 def _injected_failure(rank: int) -> None:
     """Fault injection for tests of distributed failures: ``NCF_FAIL_RANK=R`` makes rank R
     fail once its data are loaded."""
@@ -427,7 +535,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ncf.report import evaluate_run
 
     out = evaluate_run(Path(args.run_dir), data=args.data, fmt=args.format,
-                       full_users=args.full_ranking_users or None)
+                       full_users="run" if args.full_ranking_users is None
+                       else args.full_ranking_users or None)
     if args.json:
         import json
 

@@ -182,7 +182,10 @@ def write_report(
     out += list(data_lines)
     out += [f"- Models: {', '.join(LABELS[m] for m in models)}.",
             f"- Seeds: {seeds}. NCF epochs: at most {options.epochs} per stage (the full "
-            f"pipeline's default is 20), batch {options.batch_size}, Adam lr {options.lr:g}."
+            f"pipeline's default is 20), batch {options.batch_size}, Adam lr {options.lr:g}, "
+            + (f"dropout {options.dropout:g} on the MLP's input (MLP and NeuMF; the paper's "
+               "model has none)." if options.dropout else
+               "no dropout (the paper's MLP).")
             + (" **Quick smoke run**: not for conclusions." if options.quick else ""),
             f"- Cells: {timing['cells']} ({timing['computed']} computed in this run, "
             f"{timing['reused']} reused); the exact configuration of every cell is in "

@@ -33,6 +33,7 @@ class ExperimentOptions:
         batch_size, lr: NCF training (the pipeline's defaults).
         full_ranking_users: users sampled for full-ranking metrics (``None``: all).
         device: torch device of NCF training.
+        dropout: dropout of the MLP's input (MLP and NeuMF); 0, the paper's model, by default.
     """
 
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -44,10 +45,12 @@ class ExperimentOptions:
     lr: float = 0.001
     full_ranking_users: int | None = 10_000
     device: str = "cpu"
+    dropout: float = 0.0
 
     def budget(self) -> Budget:
         return Budget(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                      full_ranking_users=self.full_ranking_users, device=self.device)
+                      full_ranking_users=self.full_ranking_users, device=self.device,
+                      dropout=self.dropout)
 
 
 Settings = Callable[[tuple[int, ...], bool], list[dict[str, int]]]
@@ -128,8 +131,10 @@ def preset_factors(preset: Preset, options: ExperimentOptions) -> tuple[int, ...
     return tuple(factors)
 
 
-def build_cells(preset: Preset, options: ExperimentOptions, fingerprint: str) -> list[Cell]:
-    """Every (model, setting, seed) of the run, each with its full configuration."""
+def build_cells(preset: Preset, options: ExperimentOptions, fingerprint: str,
+                n_users: int) -> list[Cell]:
+    """Every (model, setting, seed) of the run, each with its full configuration (``n_users``:
+    the training users, which decide row-wise updates on a CPU)."""
     if options.epochs < 1:
         raise NcfError(f"epochs must be >= 1, got {options.epochs}")
     if not options.seeds:
@@ -140,7 +145,8 @@ def build_cells(preset: Preset, options: ExperimentOptions, fingerprint: str) ->
         for model in preset_models(preset, options):
             for seed in options.seeds:
                 if model in NCF_MODELS:
-                    pc = pipeline_config(setting, seed, budget, pretrain=model != "neumf-scratch")
+                    pc = pipeline_config(setting, seed, budget, model != "neumf-scratch",
+                                         n_users)
                     cfg = ncf_cell_config(model, pc, fingerprint)
                     cells.append(Cell(model, setting, seed, pc, cfg))
                 else:

@@ -16,7 +16,6 @@ from ncf.experiments.cells import (
     CellStore,
     RunStats,
     compute_cells,
-    split_fingerprint,
 )
 from ncf.experiments.markdown import write_report
 from ncf.experiments.presets import (
@@ -40,6 +39,7 @@ from ncf.experiments.tables import (
 )
 from ncf.outputs import output_lock
 from ncf.runs import atomic_write, existing_ancestor, write_json
+from ncf.split import split_fingerprint
 
 __all__ = ["PRESETS", "ExperimentOptions", "ExperimentOutcome", "Preset", "check_cells_folder",
            "check_report_folder", "data_name", "run_experiment"]
@@ -189,7 +189,7 @@ def _run(name: str, data: Any, options: ExperimentOptions, out: str | Path,
         raise NcfError("the split has no validation items with candidates: choices could "
                        "only be made on test")
     fingerprint = split_fingerprint(split)
-    cells = build_cells(preset, options, fingerprint)
+    cells = build_cells(preset, options, fingerprint, split.train.n_users)
     models = preset_models(preset, options)
     out = Path(out)
     cells_folder = Path(cells_dir) if cells_dir is not None else out / "cells"

@@ -145,8 +145,9 @@ class Service:
     def _load(self, path: Path) -> Recommender:
         if path.stem in NAMES:
             return load_model(self.run_dir, path.stem)
+        seen = self.run_dir / "seen.npz"  # a run's models may keep their seen items apart
         try:
-            model = Recommender.load(path)
+            model = Recommender.load(path, seen=seen if seen.exists() else None)
         except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile,
                 json.JSONDecodeError, UnicodeDecodeError, NotImplementedError) as exc:
             raise NcfError(f"{path}: unreadable model file ({type(exc).__name__})") from None
