@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ncf.cli import data as data_cmd
     from ncf.cli import experiment as experiment_cmd
     from ncf.cli import train as train_cmd
+    from ncf.cli import tune as tune_cmd
 
     parser = _Parser(
         prog="ncf", description="Neural Collaborative Filtering: data, training, evaluation."
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_cmd.register(sub)
     train_cmd.register(sub)
     experiment_cmd.register(sub)
+    tune_cmd.register(sub)
     return parser
 
 
