@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -371,9 +372,13 @@ def finished(study: Any) -> list[Any]:
 
 def run_search(study: Any, options: TuneOptions, data: SearchData, created: bool,
                pretrained: dict[str, Any] | None, say: Say,
-               on_epoch: Callable[[str, EpochRecord], None] | None = None) -> int:
+               on_epoch: Callable[[str, EpochRecord], None] | None = None,
+               pruner: Any = None) -> int:
     """Add trials to ``study`` until it holds ``options.trials`` finished ones or
-    ``options.minutes`` have passed. Returns the trials this process finished."""
+    ``options.minutes`` have passed. Returns the trials this process finished.
+
+    ``pruner`` replaces the median pruner (tests); each trial records the process that ran
+    it (``worker``: host and process id)."""
     optuna = require_optuna()
     model = options.model
     budget = options.trials
@@ -387,14 +392,17 @@ def run_search(study: Any, options: TuneOptions, data: SearchData, created: bool
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, multivariate=True,
                                          constant_liar=True)
     study.sampler = sampler
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2)
-              if options.prune else optuna.pruners.NopPruner())
+    if pruner is None:
+        pruner = (optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2)
+                  if options.prune else optuna.pruners.NopPruner())
     study.pruner = pruner
+    worker = f"{socket.gethostname()}:{os.getpid()}"
     ran = 0
 
     def objective(trial: Any) -> float:
         nonlocal ran
-        params = trial_params(model, suggest(trial, model))
+        trial.set_user_attr("worker", worker)
+        params = suggest(trial, model)
         best = -math.inf
 
         def report(record: EpochRecord) -> None:
