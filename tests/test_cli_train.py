@@ -405,9 +405,8 @@ def test_titles_with_terminal_escapes_are_printed_escaped(run_dir: Path, tmp_pat
 
 def test_header_config_and_tensorboard_record_the_plan(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("tensorboard")
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     from planted import planted
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     train, val, test = planted(n_users=60, n_items=120, per_user=10)
     u = np.concatenate([train.user_ids, val.users, test.users])

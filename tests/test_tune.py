@@ -17,6 +17,8 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
+from planted import planted, planted_split  # noqa: E402
+
 from ncf.cli import main  # noqa: E402
 from ncf.cli.train import training_plan  # noqa: E402
 from ncf.experiments.tune import (  # noqa: E402
@@ -30,7 +32,6 @@ from ncf.experiments.tune import (  # noqa: E402
 from ncf.pipeline import PipelineConfig  # noqa: E402
 from ncf.split import Split  # noqa: E402
 from ncf.training import TrainConfig  # noqa: E402
-from planted import planted, planted_split  # noqa: E402
 
 QUICK = TrainConfig(epochs=4, batch_size=64, lr=0.01, early_stopping=None)
 BASE = PipelineConfig(factors=8, n_layers=1, gmf=QUICK, mlp=QUICK,

@@ -90,6 +90,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from ncf.experiments.cells import split_fingerprint
     from ncf.experiments.run import data_name
     from ncf.experiments.tune import (
+        NCF_STAGES,
         SearchData,
         TuneOptions,
         best_params,
@@ -142,7 +143,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     say(f"data: {data.description}")
     say(f"      {split.train.n_users:,} users, {split.train.n_items:,} items, "
         f"{len(split.train):,} train interactions ({time.perf_counter() - t0:.1f}s)")
-    say(f"device {device_name(device)}; {plan.describe()}; {threads} torch thread(s)")
+    what = plan.describe() if args.model in NCF_STAGES else f"baseline {args.model}"
+    say(f"device {device_name(device)}; {what}; {threads} torch thread(s)")
     say(f"study {study_name!r} in {printable(url)}: {'new' if created else 'resumed'}, "
         f"{len(finished(study))} finished trial(s), budget {args.trials} trials"
         + ("" if args.minutes is None else f" or {args.minutes:g} minutes"))
