@@ -51,7 +51,8 @@ def register(sub: Any) -> None:
                    help="predictive factors of the runs the trials start from (default: the "
                    "scaling rule's, as in ncf train)")
     p.add_argument("--epochs", type=positive_int, default=None,
-                   help="maximum epochs of a trial (default: the scaling rule's)")
+                   help="maximum epochs of the tuned stage, in every trial and in the final "
+                   "run (default: the scaling rule's; NeuMF's pre-training keeps the rule's)")
     p.add_argument("--early-stopping", type=positive_int, default=None,
                    help="stop a trial after N epochs without better validation HR@10")
     p.add_argument("--batch-size", type=positive_int, default=None)
@@ -71,7 +72,7 @@ def _train_defaults(args: argparse.Namespace) -> argparse.Namespace:
     from ncf.cli import build_parser
 
     ns = build_parser().parse_args(["train"])
-    for key in ("factors", "epochs", "early_stopping", "batch_size", "seed", "device",
+    for key in ("factors", "early_stopping", "batch_size", "seed", "device",
                 "full_ranking_users"):
         setattr(ns, key, getattr(args, key))
     return ns
@@ -137,7 +138,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     base = replace(base, sparse=resolve_sparse(None, split.train.n_users, device))
     threads = set_threads(args.threads, plan.batch_size)
     options = TuneOptions(model=args.model, base=base, trials=args.trials, minutes=args.minutes,
-                          seed=args.seed, device=device, prune=not args.no_prune)
+                          seed=args.seed, device=device, prune=not args.no_prune,
+                          epochs=args.epochs)
     study_name = args.study or args.model
     study, created = open_study(study_name, url, options, split_fingerprint(split))
     say(f"data: {data.description}")
@@ -165,7 +167,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         metrics = train_best(args.model, base, params, data, run_dir, device, say,
                              on_epoch=log, extra={"study": study_name, "storage": url,
                                                   "trial": best.number,
-                                                  "batch_plan": plan.as_dict()})
+                                                  "batch_plan": plan.as_dict()},
+                             epochs=args.epochs, pretrained=pretrained)
     report = write_report(out, study, url, args.model, name, metrics, run_dir,
                           time.perf_counter() - t0)
     m = metrics.get(args.model) or next(iter(metrics.values()))

@@ -33,7 +33,7 @@ from ncf.errors import NcfError
 from ncf.evaluation import evaluate_sampled
 from ncf.interactions import Interactions
 from ncf.pipeline import PipelineConfig, init_model, stage_config, validation_target
-from ncf.training import EpochRecord, EvalTarget, TrainConfig, train
+from ncf.training import EpochRecord, EvalTarget, History, TrainConfig, train
 
 #: Models a study can search: NCF's stages, then the baselines.
 NCF_STAGES = ("gmf", "mlp", "neumf")
@@ -165,6 +165,16 @@ def apply_params(model: str, base: PipelineConfig, params: dict[str, Any]) -> Pi
     raise NcfError(f"{model} is not a stage of the NCF pipeline")
 
 
+def tuned_config(model: str, base: PipelineConfig, params: dict[str, Any],
+                 epochs: int | None = None) -> PipelineConfig:
+    """:func:`apply_params`, with the tuned stage's maximum epochs set to ``epochs`` (when
+    given): a trial and the final run train the stage alike."""
+    config = apply_params(model, base, params)
+    if epochs is None:
+        return config
+    return replace(config, **{model: replace(getattr(config, model), epochs=epochs)})
+
+
 def trial_params(model: str, raw: dict[str, Any]) -> dict[str, Any]:
     """A trial's stored parameters as the model takes them (``sgd_lr`` / ``adam_lr`` are
     ``lr``; SGD's momentum is 0 for Adam)."""
@@ -207,7 +217,7 @@ def _baseline_outcome(model: str, params: dict[str, Any], data: SearchData,
 
 
 def _stage_outcome(model: str, config: PipelineConfig, data: SearchData,
-                   pretrained: dict[str, Any] | None,
+                   pretrained: Pretrained | None,
                    on_epoch: Callable[[EpochRecord], None] | None,
                    device: str) -> TrialOutcome:
     from ncf.models import GMF, MLP, NeuMF
@@ -217,7 +227,7 @@ def _stage_outcome(model: str, config: PipelineConfig, data: SearchData,
     t0 = time.perf_counter()
     if model == "neumf":
         assert pretrained is not None
-        gmf, mlp = pretrained["gmf"], pretrained["mlp"]
+        gmf, mlp = pretrained.models["gmf"], pretrained.models["mlp"]
         assert isinstance(gmf, GMF) and isinstance(mlp, MLP)
         net: Any = NeuMF.from_pretrained(gmf, mlp, alpha=config.alpha)
     else:
@@ -230,60 +240,110 @@ def _stage_outcome(model: str, config: PipelineConfig, data: SearchData,
                         time.perf_counter() - t0, {"epochs_run": len(history.records)})
 
 
-def pretrain_parts(config: PipelineConfig, data: SearchData, folder: Path | None,
-                   device: str, say: Say) -> dict[str, Any]:
-    """GMF and MLP trained as the pipeline trains them, for NeuMF's fine-tuning trials.
+@dataclass
+class Pretrained:
+    """GMF and MLP trained as the pipeline trains them, with their histories."""
 
-    Kept in ``folder`` (``pretrained-<hash>.npz``, keyed by their configuration) so that a
-    resumed search or a second worker loads them instead of training them again.
-    """
-    import torch
+    models: dict[str, Any]
+    histories: dict[str, History]
+    seconds: dict[str, float]
 
+
+def pretrain_key(config: PipelineConfig, train_data: Interactions) -> str:
+    """What pre-trained GMF and MLP depend on, hashed (the name of their cache file)."""
     from ncf.experiments.cells import config_hash
-    from ncf.outputs import output_lock
+
+    return config_hash({"factors": config.factors, "layers": config.n_layers,
+                        "dropout": config.dropout, "seed": config.seed, "sparse": config.sparse,
+                        "gmf": config.gmf, "mlp": config.mlp, "users": train_data.n_users,
+                        "items": train_data.n_items, "train": len(train_data)})
+
+
+def save_pretrained(path: Path, parts: Pretrained) -> None:
+    """Write pre-trained parts (weights, histories, seconds) without pickle, atomically."""
+    import io
+    import json
+
     from ncf.runs import atomic_write
 
-    key = config_hash({"factors": config.factors, "layers": config.n_layers,
-                       "dropout": config.dropout, "seed": config.seed, "sparse": config.sparse,
-                       "gmf": config.gmf, "mlp": config.mlp, "users": data.train.n_users,
-                       "items": data.train.n_items, "train": len(data.train)})
-    n_users, n_items = data.train.n_users, data.train.n_items
-    models = {name: init_model(name, config, n_users, n_items) for name in ("gmf", "mlp")}
-    path = None if folder is None else folder / f"pretrained-{key}.npz"
+    arrays: dict[str, np.ndarray] = {}
+    for name, net in parts.models.items():
+        for k, v in net.state_dict().items():
+            arrays[f"{name}/{k}"] = v.detach().cpu().numpy()
+        h = parts.histories[name]
+        arrays[f"history/{name}"] = np.array(json.dumps({
+            "records": h.as_dicts(), "best_epoch": h.best_epoch,
+            "stopped_early": h.stopped_early, "seconds": parts.seconds[name]}))
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    atomic_write(path, buf.getvalue())
 
-    def load() -> bool:
-        if path is None or not path.exists():
-            return False
+
+def load_pretrained(path: Path, config: PipelineConfig, n_users: int, n_items: int) -> Pretrained:
+    """Pre-trained parts written by :func:`save_pretrained`.
+
+    Raises:
+        DataError: naming the file when it is not such a file (delete it to train again).
+    """
+    import json
+
+    import torch
+
+    from ncf.errors import DataError
+
+    models = {name: init_model(name, config, n_users, n_items) for name in ("gmf", "mlp")}
+    histories, seconds = {}, {}
+    try:
         with np.load(path, allow_pickle=False) as z:
             for name, net in models.items():
                 net.load_state_dict({k.split("/", 1)[1]: torch.from_numpy(z[k])
                                      for k in z.files if k.startswith(name + "/")})
-        say(f"pre-trained GMF and MLP loaded from {path.name}")
-        return True
+                h = json.loads(str(z[f"history/{name}"]))
+                histories[name] = History([EpochRecord(**r) for r in h["records"]],
+                                          h["best_epoch"], h["stopped_early"])
+                seconds[name] = float(h["seconds"])
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise DataError(f"not pre-trained models of ncf tune ({type(exc).__name__}): delete "
+                        "it to train them again", path=path) from None
+    return Pretrained(models, histories, seconds)
 
-    def fit() -> None:
+
+def pretrain_parts(config: PipelineConfig, data: SearchData, folder: Path | None,
+                   device: str, say: Say) -> Pretrained:
+    """GMF and MLP trained as the pipeline trains them, for NeuMF's fine-tuning trials.
+
+    Kept in ``folder`` (``pretrained-<hash>.npz``, keyed by :func:`pretrain_key`) so that a
+    resumed search, a second worker and the final run load them instead of training them
+    again; a worker that finds another one training them waits for it.
+    """
+    from ncf.outputs import output_lock
+
+    n_users, n_items = data.train.n_users, data.train.n_items
+    path = None if folder is None else folder / f"pretrained-{pretrain_key(config, data.train)}.npz"
+
+    def fit() -> Pretrained:
+        models = {name: init_model(name, config, n_users, n_items) for name in ("gmf", "mlp")}
+        histories, seconds = {}, {}
         for name, net in models.items():
             t0 = time.perf_counter()
             h = train(net, data.train, data.validation, stage_config(name, config, device))
+            seconds[name] = time.perf_counter() - t0
+            histories[name] = h
             best = h.best
             say(f"pre-trained {name.upper()}: validation HR@10 "
-                f"{best.hr if best else float('nan'):.4f} at epoch {h.best_epoch} "
-                f"({time.perf_counter() - t0:.0f}s)")
+                f"{best.hr if best and best.hr is not None else float('nan'):.4f} at epoch "
+                f"{h.best_epoch} ({seconds[name]:.0f}s)")
+        return Pretrained(models, histories, seconds)
 
     if path is None:
-        fit()
-        return models
+        return fit()
     with output_lock(path, wait=True, what="pre-trained models"):  # a second worker waits
-        if not load():
-            fit()
-            import io
-
-            buf = io.BytesIO()
-            np.savez(buf, **{f"{name}/{k}": v.detach().cpu().numpy()
-                             for name, net in models.items()
-                             for k, v in net.state_dict().items()})
-            atomic_write(path, buf.getvalue())
-    return models
+        if path.exists():
+            say(f"pre-trained GMF and MLP loaded from {path.name}")
+            return load_pretrained(path, config, n_users, n_items)
+        parts = fit()
+        save_pretrained(path, parts)
+        return parts
 
 
 # ---------------------------------------------------------------------------------------
@@ -303,6 +363,8 @@ class TuneOptions:
         seed: seeds the sampler of a new study (a worker joining one draws its own).
         device: where the NCF trials train.
         prune: stop trials falling behind the median of earlier ones at the same epoch.
+        epochs: maximum epochs of the tuned stage in a trial and in the final run
+            (``None``: the base configuration's); pre-training keeps the base's.
     """
 
     model: str
@@ -312,6 +374,7 @@ class TuneOptions:
     seed: int = 0
     device: str = "cpu"
     prune: bool = True
+    epochs: int | None = None
 
 
 def storage_url(storage: str | None, folder: Path) -> str:
@@ -371,7 +434,7 @@ def finished(study: Any) -> list[Any]:
 
 
 def run_search(study: Any, options: TuneOptions, data: SearchData, created: bool,
-               pretrained: dict[str, Any] | None, say: Say,
+               pretrained: Pretrained | None, say: Say,
                on_epoch: Callable[[str, EpochRecord], None] | None = None,
                pruner: Any = None) -> int:
     """Add trials to ``study`` until it holds ``options.trials`` finished ones or
@@ -419,7 +482,7 @@ def run_search(study: Any, options: TuneOptions, data: SearchData, created: bool
 
         try:
             if model in NCF_STAGES:
-                config = apply_params(model, options.base, params)
+                config = tuned_config(model, options.base, params, options.epochs)
                 out = _stage_outcome(model, config, data, pretrained, report, options.device)
             else:
                 out = _baseline_outcome(model, params, data, options.base.seed)
@@ -493,13 +556,15 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
 def train_best(model: str, config: PipelineConfig, params: dict[str, Any], data: Any,
                run_dir: Path, device: str, say: Say,
                on_epoch: Callable[[str, EpochRecord], None] | None = None,
-               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+               extra: dict[str, Any] | None = None, epochs: int | None = None,
+               pretrained: Pretrained | None = None) -> dict[str, Any]:
     """Train the best configuration into ``run_dir`` and return its metrics by model.
 
     NCF: an ordinary run directory (``config.json``, models, histories, curves,
     ``metrics.json``); a GMF or MLP study trains that stage alone, a NeuMF study the whole
-    pipeline with the tuned fine-tuning. A baseline: its model, ``config.json`` and
-    ``metrics.json`` (validation and test, sampled and full ranking).
+    pipeline with the tuned fine-tuning (GMF and MLP as ``pretrained``, when given: the
+    pipeline would train them to the same weights). A baseline: its model, ``config.json``
+    and ``metrics.json`` (validation and test, sampled and full ranking).
     """
     from ncf.pipeline import StageResult, run_pipeline, test_metrics
     from ncf.report import all_interactions, finish_run, save_stage, start_run
@@ -531,29 +596,43 @@ def train_best(model: str, config: PipelineConfig, params: dict[str, Any], data:
                        "train_seconds": seconds}}
         write_json(run_dir / "metrics.json", out)
         return out
-    config = apply_params(model, config, params)
+    config = tuned_config(model, config, params, epochs)
     start_run(run_dir, config, data, extra=info)
     seen = all_interactions(split)
     results: dict[str, StageResult] = {}
-    if model == "neumf":
-        def keep(result: StageResult) -> None:
-            save_stage(run_dir, result, seen)
 
-        results = run_pipeline(split, config, on_epoch=on_epoch, device=device, on_result=keep)
-    else:
-        net = init_model(model, config, split.train.n_users, split.train.n_items)
-        t0 = time.perf_counter()
-        history = train(net, split.train, validation_target(split),
-                        stage_config(model, config, device),
-                        on_epoch=None if on_epoch is None else (lambda r: on_epoch(model, r)))
-        seconds = time.perf_counter() - t0
+    def result(name: str, net: Any, history: History, seconds: float) -> None:
         metrics = test_metrics(net, split, full_users=config.full_ranking_users,
                                seed=config.seed)
         best = history.best
         metrics.update(validation={"hr": best.hr, "ndcg": best.ndcg} if best else None,
                        best_epoch=history.best_epoch, train_seconds=seconds)
-        results[model] = StageResult(model, net, history, metrics, seconds)
-        save_stage(run_dir, results[model], seen)
+        results[name] = StageResult(name, net, history, metrics, seconds)
+        save_stage(run_dir, results[name], seen)
+
+    def fit(name: str, net: Any) -> None:
+        t0 = time.perf_counter()
+        history = train(net, split.train, validation_target(split),
+                        stage_config(name, config, device),
+                        on_epoch=None if on_epoch is None else (lambda r: on_epoch(name, r)))
+        result(name, net, history, time.perf_counter() - t0)
+
+    if model == "neumf" and pretrained is None:
+        def keep(res: StageResult) -> None:
+            save_stage(run_dir, res, seen)
+
+        results = run_pipeline(split, config, on_epoch=on_epoch, device=device, on_result=keep)
+    elif model == "neumf":
+        from ncf.models import NeuMF
+
+        assert pretrained is not None
+        for name in ("gmf", "mlp"):
+            result(name, pretrained.models[name], pretrained.histories[name],
+                   pretrained.seconds[name])
+        gmf, mlp = pretrained.models["gmf"], pretrained.models["mlp"]
+        fit("neumf", NeuMF.from_pretrained(gmf, mlp, alpha=config.alpha))
+    else:
+        fit(model, init_model(model, config, split.train.n_users, split.train.n_items))
     finish_run(run_dir, results)
     return {name: res.metrics for name, res in results.items()}
 
