@@ -13,7 +13,7 @@ from ncf.errors import NcfError, printable
 
 def register(sub: Any) -> None:
     """Add `ncf tune` to the top-level parser."""
-    from ncf.experiments.tune import TUNABLE
+    from ncf.experiments.names import TUNABLE
 
     p = sub.add_parser(
         "tune", help="search a model's hyper-parameters on the validation split (Optuna)",

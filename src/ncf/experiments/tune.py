@@ -31,13 +31,13 @@ import numpy as np
 from ncf.baselines import BASELINES
 from ncf.errors import NcfError
 from ncf.evaluation import evaluate_sampled
+from ncf.experiments.names import TUNABLE
 from ncf.interactions import Interactions
 from ncf.pipeline import PipelineConfig, init_model, stage_config, validation_target
 from ncf.training import EpochRecord, EvalTarget, History, TrainConfig, train
 
-#: Models a study can search: NCF's stages, then the baselines.
+#: NCF's stages a study can search (the others in ``TUNABLE`` are baselines).
 NCF_STAGES = ("gmf", "mlp", "neumf")
-TUNABLE = (*NCF_STAGES, "ease", "itemknn", "puresvd", "ials", "bpr", "mf")
 
 #: What ``optuna`` is needed for, in the error raised when it is missing.
 NEEDS_OPTUNA = "ncf tune needs optuna: pip install -c constraints.txt '.[tune]'"
