@@ -51,7 +51,7 @@ def require_optuna() -> Any:
         import optuna
     except ImportError:
         raise NcfError(NEEDS_OPTUNA) from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # ncf says what happened, in one line
     return optuna
 
 
