@@ -673,9 +673,11 @@ def write_report(out: Path, study: Any, url: str, model: str, data_title: str,
     state = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
     lines = [
         f"# ncf tune: {model} on {data_title}", "",
-        f"Study `{study.study_name}` in `{url}`: {state}. TPE sampler, median pruner on the "
-        "best validation HR@10 so far at each epoch. Trials saw the training split and the "
-        "validation items only; the test split was scored once, on the final run below.", "",
+        f"Study `{study.study_name}` in `{url}`: {state}. TPE sampler"
+        + (", median pruner on the best validation HR@10 so far at each epoch"
+           if model in NCF_STAGES else "")
+        + ". Trials saw the training split and the validation items only; the test split was "
+        "scored once, on the final run below.", "",
         f"## Best configuration (trial {best.number})", "",
         "| parameter | value |", "| --- | --- |",
         *[f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
