@@ -205,8 +205,9 @@ class BatchPlan:
         auto = [k for k in ("factors", "epochs", "early_stopping") if k in self.chosen]
         how = f" (by the scaling rule: {', '.join(a.replace('_', ' ') for a in auto)})" if (
             auto) else ""
-        return (f"factors {self.factors}, at most {self.epochs} epochs a stage, early stopping "
-                f"after {self.early_stopping}{how}; batch {self.batch_size}{self.note}")
+        epochs = f"{self.epochs} epoch{'s' if self.epochs != 1 else ''}"
+        return (f"factors {self.factors}, at most {epochs} a stage, early stopping after "
+                f"{self.early_stopping}{how}; batch {self.batch_size}{self.note}")
 
     def as_dict(self) -> dict[str, Any]:
         return {"batch_size": self.batch_size, "reference": self.reference,
