@@ -133,6 +133,12 @@ def test_tune_neumf_pretrains_once(tmp_path: Path) -> None:
                                                                   "neumf.npz"]
     config = json.loads((run / "config.json").read_text())
     assert config["tuned"]["model"] == "neumf"
+    # the final run repeats the best trial exactly (dropout masks included), after trials
+    # that moved torch's generator
+    best = json.loads((out / "best.json").read_text())
+    assert best["final"]["validation"]["hr"] == best["search_validation"]["hr"]
+    assert best["final"]["validation"]["ndcg"] == pytest.approx(
+        best["search_validation"]["ndcg"], abs=1e-12)
     assert main([*common, "--trials", "3"]) == 0
     assert cached[0].stat().st_mtime_ns == stamp  # loaded, not trained again
     assert len(_rows(out)) == 3
@@ -212,3 +218,27 @@ def test_training_plan_scales_with_device_and_data() -> None:
     assert "by the scaling rule" not in given.describe()
     assert set(cpu.chosen) == {"factors", "epochs", "early_stopping"}
     assert cpu.as_dict()["chosen_by_rule"] == ["factors", "epochs", "early_stopping"]
+
+
+def test_neumf_trials_repeat_whatever_ran_before(tmp_path: Path) -> None:
+    import torch
+
+    from ncf.experiments.tune import _stage_outcome, pretrain_parts
+
+    data = SearchData.from_split(planted_split(120, 160))
+    config = replace(BASE, dropout=0.3)
+    parts = pretrain_parts(config, data, tmp_path, "cpu", lambda s: None)
+    runs = []
+    for _ in range(2):
+        losses: list[float] = []
+        _stage_outcome("neumf", config, data, parts, lambda r, out=losses: out.append(r.loss),
+                       "cpu")
+        runs.append(losses)
+        torch.rand(1000)  # moves torch's generator, as other trials would
+    assert len(runs[0]) == 2 and runs[0] == runs[1]
+    # the parts are loaded back from the cache to the same weights and histories
+    again = pretrain_parts(config, data, tmp_path, "cpu", lambda s: None)
+    for name in ("gmf", "mlp"):
+        for k, v in parts.models[name].state_dict().items():
+            assert torch.equal(v, again.models[name].state_dict()[k])
+        assert again.histories[name].best_epoch == parts.histories[name].best_epoch

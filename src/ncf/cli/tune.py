@@ -149,7 +149,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     say(f"device {device_name(device)}; {what}; {threads} torch thread(s)")
     say(f"study {study_name!r} in {printable(url)}: {'new' if created else 'resumed'}, "
         f"{len(finished(study))} finished trial(s), budget {args.trials} trials"
-        + ("" if args.minutes is None else f" or {args.minutes:g} minutes"))
+        + ("" if args.minutes is None else f" or {args.minutes:g} minutes")
+        + ("" if args.epochs is None else f"; {args.model} trains at most {args.epochs} "
+           "epochs a trial"))
     search = SearchData.from_split(split)
     pretrained = None
     if args.model == "neumf":

@@ -220,16 +220,12 @@ def _stage_outcome(model: str, config: PipelineConfig, data: SearchData,
                    pretrained: Pretrained | None,
                    on_epoch: Callable[[EpochRecord], None] | None,
                    device: str) -> TrialOutcome:
-    from ncf.models import GMF, MLP, NeuMF
-
     n_users, n_items = data.train.n_users, data.train.n_items
     cfg = stage_config(model, config, device)
     t0 = time.perf_counter()
     if model == "neumf":
         assert pretrained is not None
-        gmf, mlp = pretrained.models["gmf"], pretrained.models["mlp"]
-        assert isinstance(gmf, GMF) and isinstance(mlp, MLP)
-        net: Any = NeuMF.from_pretrained(gmf, mlp, alpha=config.alpha)
+        net: Any = fused_start(pretrained, config)
     else:
         net = init_model(model, config, n_users, n_items)
     history = train(net, data.train, data.validation, cfg, on_epoch=on_epoch)
@@ -306,6 +302,21 @@ def load_pretrained(path: Path, config: PipelineConfig, n_users: int, n_items: i
         raise DataError(f"not pre-trained models of ncf tune ({type(exc).__name__}): delete "
                         "it to train them again", path=path) from None
     return Pretrained(models, histories, seconds)
+
+
+def fused_start(parts: Pretrained, config: PipelineConfig) -> Any:
+    """NeuMF fused from pre-trained parts, with torch's generator seeded: its dropout masks
+    are then the same in every trial and in the final run, whatever ran before in the
+    process (they would otherwise follow the generator's state, and a trial's value would
+    depend on the trials before it)."""
+    import torch
+
+    from ncf.models import GMF, MLP, NeuMF
+
+    gmf, mlp = parts.models["gmf"], parts.models["mlp"]
+    assert isinstance(gmf, GMF) and isinstance(mlp, MLP)
+    torch.manual_seed(config.seed + 2)  # the pipeline's offset of the NeuMF stage
+    return NeuMF.from_pretrained(gmf, mlp, alpha=config.alpha)
 
 
 def pretrain_parts(config: PipelineConfig, data: SearchData, folder: Path | None,
@@ -623,14 +634,11 @@ def train_best(model: str, config: PipelineConfig, params: dict[str, Any], data:
 
         results = run_pipeline(split, config, on_epoch=on_epoch, device=device, on_result=keep)
     elif model == "neumf":
-        from ncf.models import NeuMF
-
         assert pretrained is not None
         for name in ("gmf", "mlp"):
             result(name, pretrained.models[name], pretrained.histories[name],
                    pretrained.seconds[name])
-        gmf, mlp = pretrained.models["gmf"], pretrained.models["mlp"]
-        fit("neumf", NeuMF.from_pretrained(gmf, mlp, alpha=config.alpha))
+        fit("neumf", fused_start(pretrained, config))
     else:
         fit(model, init_model(model, config, split.train.n_users, split.train.n_items))
     finish_run(run_dir, results)
