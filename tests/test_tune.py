@@ -242,3 +242,18 @@ def test_neumf_trials_repeat_whatever_ran_before(tmp_path: Path) -> None:
         for k, v in parts.models[name].state_dict().items():
             assert torch.equal(v, again.models[name].state_dict()[k])
         assert again.histories[name].best_epoch == parts.histories[name].best_epoch
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--storage", "nosuchdb://x/y"], "--storage nosuchdb://x/y: "),
+    (["--storage", "sqlite:////no/such/folder/x.db"], "unable to open database file"),
+    (["--minutes", "0"], "--minutes must be > 0"),
+])
+def test_bad_tune_options_are_one_line_before_any_data(tmp_path: Path, capsys, args: list[str],  # type: ignore[no-untyped-def]
+                                                        message: str) -> None:
+    missing = tmp_path / "no-such-data.csv"  # never read: the options fail first
+    assert main(["tune", "ease", "--data", str(missing), "--out", str(tmp_path / "o"),
+                 *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ncf: error: ") and message in err
+    assert not (tmp_path / "o").exists()

@@ -96,6 +96,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         TuneOptions,
         best_params,
         finished,
+        open_storage,
         open_study,
         pretrain_parts,
         require_optuna,
@@ -121,8 +122,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
     out = Path(args.out or f"tunes/{args.model}-{name}")
     if out.exists() and not out.is_dir():
         raise NcfError(f"{out}: not a folder; choose another --out")
+    if args.storage:  # a bad URL or an unreachable database is said before anything is made
+        open_storage(args.storage)
     out.mkdir(parents=True, exist_ok=True)
     url = storage_url(args.storage, out)
+    open_storage(url)
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     t0 = time.perf_counter()
     data = resolve_training_data(data=args.data, dataset=args.dataset, fmt=args.format,

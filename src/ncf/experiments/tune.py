@@ -393,7 +393,9 @@ def storage_url(storage: str | None, folder: Path) -> str:
     return storage or f"sqlite:///{(folder / 'study.db').absolute()}"
 
 
-def _storage(url: str) -> Any:
+def open_storage(url: str) -> Any:
+    """Optuna's storage at ``url``; one clear error for a bad URL, a missing driver or an
+    unreachable database."""
     optuna = require_optuna()
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):  # several workers on one file: wait for its lock
@@ -413,7 +415,7 @@ def open_study(name: str, url: str, options: TuneOptions, fingerprint: str) -> t
         NcfError: the study exists but searches another model or other data.
     """
     optuna = require_optuna()
-    storage = _storage(url)
+    storage = open_storage(url)
     identity = {"model": options.model, "data": fingerprint}
     created = True
     try:
