@@ -201,16 +201,21 @@ class TrialOutcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _baseline_outcome(model: str, params: dict[str, Any], data: SearchData,
-                      seed: int) -> TrialOutcome:
+def baseline(model: str, params: dict[str, Any], seed: int) -> Any:
+    """A baseline with a trial's parameters (and the run's seed, where it takes one)."""
     import inspect
 
     cls = BASELINES[model]
     kwargs = dict(params)
     if "seed" in inspect.signature(cls.__init__).parameters:
         kwargs["seed"] = seed
+    return cls(**kwargs)
+
+
+def _baseline_outcome(model: str, params: dict[str, Any], data: SearchData,
+                      seed: int) -> TrialOutcome:
     t0 = time.perf_counter()
-    fitted = cls(**kwargs).fit(data.train)
+    fitted = baseline(model, params, seed).fit(data.train)
     v = data.validation
     m = evaluate_sampled(fitted.score, v.users, v.items, v.negatives)
     return TrialOutcome(float(m.hr), float(m.ndcg), None, time.perf_counter() - t0)
@@ -247,12 +252,16 @@ class Pretrained:
 
 def pretrain_key(config: PipelineConfig, train_data: Interactions) -> str:
     """What pre-trained GMF and MLP depend on, hashed (the name of their cache file)."""
+    import hashlib
+
     from ncf.experiments.cells import config_hash
 
+    pairs = hashlib.sha256(np.asarray(train_data.user_ids, dtype=np.int64).tobytes())
+    pairs.update(np.asarray(train_data.item_ids, dtype=np.int64).tobytes())
     return config_hash({"factors": config.factors, "layers": config.n_layers,
                         "dropout": config.dropout, "seed": config.seed, "sparse": config.sparse,
                         "gmf": config.gmf, "mlp": config.mlp, "users": train_data.n_users,
-                        "items": train_data.n_items, "train": len(train_data)})
+                        "items": train_data.n_items, "train": pairs.hexdigest()})
 
 
 def save_pretrained(path: Path, parts: Pretrained) -> None:
@@ -587,16 +596,12 @@ def train_best(model: str, config: PipelineConfig, params: dict[str, Any], data:
     run_dir = new_run_dir(run_dir)
     info = {"tuned": {"model": model, "params": params}, "device": device, **(extra or {})}
     if model not in NCF_STAGES:
-        import inspect
-
         from ncf.experiments.cells import all_metrics
 
-        cls = BASELINES[model]
-        kwargs = dict(params)
-        if "seed" in inspect.signature(cls.__init__).parameters:
-            kwargs["seed"] = config.seed
         t0 = time.perf_counter()
-        fitted = cls(**kwargs).fit(split.train)
+        unfitted = baseline(model, params, config.seed)
+        kwargs = unfitted.hyper_parameters()
+        fitted = unfitted.fit(split.train)
         seconds = time.perf_counter() - t0
         metrics = all_metrics(fitted.score, split, config.full_ranking_users)
         (run_dir / "models").mkdir(exist_ok=True)
@@ -670,7 +675,6 @@ def write_report(out: Path, study: Any, url: str, model: str, data_title: str,
     atomic_write(out / "trials.csv", buf.getvalue().encode())
     plot_search(rows, out / "search.png", f"{model} on {data_title}")
     final = metrics.get(model) or {}
-    val = final.get("validation") or {}
     write_json(out / "best.json", {
         "model": model, "study": study.study_name, "storage": url, "best_trial": best.number,
         "params": params, "search_validation": {"hr": best.value,
@@ -708,5 +712,4 @@ def write_report(out: Path, study: Any, url: str, model: str, data_title: str,
     lines += ["", f"Final run: `{run_dir.name}/` (full ranking in its `metrics.json`). "
               f"Search plot: `search.png`; every trial: `trials.csv`. {seconds:.0f}s in this "
               "process.", ""]
-    del val
     return atomic_write(out / "report.md", "\n".join(lines).encode())
