@@ -247,7 +247,7 @@ def test_a_refit_run_stopped_in_neumf_keeps_gmf_and_mlp_and_resumes(  # type: ig
 
 
 @pytest.mark.parametrize(("flag", "value", "message"), [
-    ("--epochs", "0", "epochs, batch_size and n_negatives must be positive"),
+    ("--epochs", "0", "--epochs must be >= 1, got 0"),
     ("--negatives", "0", "epochs, batch_size and n_negatives must be positive"),
     ("--lr", "-1", "learning rate must be a positive number"),
     ("--finetune-lr", "nan", "learning rate must be a positive number"),
@@ -498,3 +498,33 @@ def test_titles_with_terminal_escapes_are_printed_escaped(run_dir: Path, tmp_pat
     assert main(["recommend", str(run), "--user", user, "-k", "3", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)  # JSON keeps the title as it is, escaped by JSON
     assert rows[0]["title"] == "\x1b[2J\x1b]0;pwned\x07Title\nSecond line"
+
+
+def test_header_config_and_tensorboard_record_the_plan(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("tensorboard")
+    from planted import planted
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train, val, test = planted(n_users=60, n_items=120, per_user=10)
+    u = np.concatenate([train.user_ids, val.users, test.users])
+    i = np.concatenate([train.item_ids, val.items, test.items])
+    data = tmp_path / "ratings.csv"
+    data.write_text("user,item\n" + "".join(f"{a},{b}\n" for a, b in zip(u, i)))
+    logs = tmp_path / "tb"
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "2",
+                 "--device", "cpu", "--tensorboard", str(logs)]) == 0
+    out = capsys.readouterr().out
+    # the rule chose the factors and the patience; the epochs were given
+    assert ("factors 16, at most 2 epochs a stage, early stopping after 8 (by the scaling "
+            "rule: factors, early stopping); batch 256") in out
+    plan = json.loads((tmp_path / "run" / "config.json").read_text())["batch_plan"]
+    assert (plan["factors"], plan["epochs"], plan["early_stopping"]) == (16, 2, 8)
+    assert plan["chosen_by_rule"] == ["factors", "early_stopping"]
+    events = EventAccumulator(str(logs))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"gmf/loss", "mlp/validation_hr10", "neumf/lr"} <= tags
+    history = (tmp_path / "run" / "history" / "gmf.csv").read_text().splitlines()[1:]
+    logged = [(e.step, e.value) for e in events.Scalars("gmf/validation_hr10")]
+    assert [s for s, _ in logged] == [1, 2]
+    assert [v for _, v in logged] == pytest.approx([float(r.split(",")[2]) for r in history])

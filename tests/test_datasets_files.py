@@ -40,6 +40,27 @@ def test_ml_dat_and_csv(tmp_path: Path) -> None:
     assert detect_format(csv) == "ml-csv" and detect_format(tmp_path / "ratings.dat") == "ml-dat"
 
 
+def test_ratings_csv_with_a_table_header_is_a_table(tmp_path: Path) -> None:
+    # MovieLens-1M without timestamps is shared as ratings.csv with the header user,item,rating
+    folder = tmp_path / "ml-1m-notime"
+    folder.mkdir()
+    (folder / "ratings.csv").write_text("user,item,rating\n1,10,5\n1,20,3\n2,10,4\n")
+    assert detect_format(folder) == "table" and detect_format(folder / "ratings.csv") == "table"
+    for path in (folder, folder / "ratings.csv"):
+        d = load(path)
+        assert d.format == "table" and d.sources == [str(folder / "ratings.csv")]
+        assert d.interactions.user_raw.tolist() == [1, 2]
+        assert d.interactions.item_raw.tolist() == [10, 20]
+        assert sorted(d.interactions.ratings.tolist()) == [3.0, 4.0, 5.0]
+    # MovieLens's own header still reads as MovieLens, and a header naming no user column
+    # is left to the MovieLens reader, which says what it expected
+    (folder / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,2,3,4\n")
+    assert detect_format(folder) == "ml-csv"
+    (folder / "ratings.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(DataError, match="expected the header userId,movieId"):
+        load(folder)
+
+
 @pytest.mark.parametrize(
     ("name", "text", "line", "reason"),
     [

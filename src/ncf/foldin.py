@@ -228,9 +228,11 @@ class UserSpace:
                     acts.append(torch.addmm(bias, acts[-1], weight).relu_())
                 logits += (acts[-1] @ self.mlp_out).reshape(b, c)
                 # back from the output: d logit / d h_k, one row per candidate
-                grad = self.mlp_out.expand_as(acts[-1]).masked_fill(acts[-1] <= 0, 0.0)
+                # (ReLU's own backward: zero where the activation is; masked_fill is ~10x slower)
+                relu_back = torch.ops.aten.threshold_backward
+                grad = relu_back(self.mlp_out.expand_as(acts[-1]), acts[-1], 0.0)
                 for (weight, _), act in zip(reversed(self.layers), reversed(acts[:-1])):
-                    grad = (grad @ weight.t()).masked_fill_(act <= 0, 0.0)
+                    grad = relu_back(grad @ weight.t(), act, 0.0)
                 jac[..., self.mlp_slice] += (grad @ self.mlp_user.t()).reshape(b, c, -1)
         return logits, jac
 

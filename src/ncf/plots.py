@@ -69,3 +69,30 @@ def _save(fig: Any, path: str | Path) -> Path:
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     return atomic_write(path, buf.getvalue())
+
+
+def plot_search(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str) -> Path:
+    """A search by trial: each trial's best validation HR@10 (pruned ones marked), and the
+    best complete trial so far."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    done = [(r["number"], r["validation_hr"]) for r in rows
+            if r["state"] == "COMPLETE" and r["validation_hr"] is not None]
+    pruned = [(r["number"], r["validation_hr"]) for r in rows
+              if r["state"] == "PRUNED" and r["validation_hr"] is not None]
+    if done:
+        ax.scatter([d[0] for d in done], [d[1] for d in done], color="tab:blue", s=18,
+                   label="complete")
+        best, line = float("-inf"), []
+        for n, v in sorted(done):
+            best = max(best, float(v))
+            line.append((n, best))
+        ax.step(*zip(*line), where="post", color="tab:green", label="best so far")
+    if pruned:
+        ax.scatter([d[0] for d in pruned], [d[1] for d in pruned], color="tab:red",
+                   marker="x", s=18, label="pruned (best before it stopped)")
+    ax.set(xlabel="trial", ylabel="validation HR@10", title=f"search: {title}")
+    ax.grid(alpha=0.3)
+    if done or pruned:
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)

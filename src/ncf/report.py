@@ -228,3 +228,35 @@ def evaluate_run(run_dir: Path, data: str | None = None, fmt: str | None = None,
         out[name] = test_metrics(rec.model, d.split, full_users=users, seed=run_seed)
     return out
 
+
+
+class TensorBoardLog:
+    """A per-epoch callback ``(stage, record)`` that writes TensorBoard scalars: the training
+    loss, validation HR@10 / NDCG@10 and the learning rate, tagged ``STAGE/...`` by epoch.
+
+    Args:
+        folder: the log folder (``tensorboard --logdir FOLDER`` shows it).
+
+    Raises:
+        NcfError: the ``tensorboard`` package is missing (one line naming the extra).
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise NcfError("--tensorboard needs the tensorboard package: pip install -c "
+                           "constraints.txt '.[tune]'") from None
+        self.writer = SummaryWriter(log_dir=str(folder))
+
+    def __call__(self, stage: str, record: Any) -> None:
+        w, step = self.writer, record.epoch
+        w.add_scalar(f"{stage}/loss", record.loss, step)
+        if record.hr is not None:
+            w.add_scalar(f"{stage}/validation_hr10", record.hr, step)
+            w.add_scalar(f"{stage}/validation_ndcg10", record.ndcg, step)
+        w.add_scalar(f"{stage}/lr", record.lr, step)
+        w.flush()
+
+    def close(self) -> None:
+        self.writer.close()

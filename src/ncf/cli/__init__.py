@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ncf.cli import experiment as experiment_cmd
     from ncf.cli import serve as serve_cmd
     from ncf.cli import train as train_cmd
+    from ncf.cli import tune as tune_cmd
 
     parser = _Parser(
         prog="ncf", description="Neural Collaborative Filtering: data, training, evaluation."
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.register(sub)
     experiment_cmd.register(sub)
     serve_cmd.register(sub)
+    tune_cmd.register(sub)
     return parser
 
 

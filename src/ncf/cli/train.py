@@ -33,12 +33,15 @@ def register(sub: Any) -> None:
     p.add_argument("--out", help="run directory (default: runs/run-TIMESTAMP)")
     p.add_argument("--ratings", help="subsample to N ratings (e.g. 1M), whole users at random")
     p.add_argument("--synth-ratings", default="1M", help="size of the default synthetic set")
-    p.add_argument("--factors", type=int, default=16, help="predictive factors")
+    p.add_argument("--factors", type=int, default=None,
+                   help="predictive factors (default: the scaling rule's, 16 on a CPU, 64 on a "
+                   "GPU up to 10M ratings)")
     p.add_argument("--layers", type=int, default=3, help="MLP hidden layers")
     p.add_argument("--dropout", type=float, default=0.2,
                    help="dropout of the MLP's concatenated embeddings while training "
                    "(MLP and NeuMF; 0: the paper's model)")
-    p.add_argument("--epochs", type=int, default=20, help="maximum epochs of every stage")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="maximum epochs of every stage (default: 20, 10 above 10M ratings)")
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="samples per step (default: 256, the paper's, unless an epoch would "
                    "take more than 3,000 steps; then the smallest power of two that keeps it "
@@ -52,8 +55,9 @@ def register(sub: Any) -> None:
                    "pre-training), the paper's plain SGD, or Adam (default without)")
     p.add_argument("--finetune-lr", type=float, help="learning rate of the NeuMF stage")
     p.add_argument("--alpha", type=float, default=0.5, help="GMF weight in the fused output")
-    p.add_argument("--early-stopping", type=positive_int, default=8,
-                   help="stop a stage after N epochs without better validation HR@10")
+    p.add_argument("--early-stopping", type=positive_int, default=None,
+                   help="stop a stage after N epochs without better validation HR@10 "
+                   "(default: 8, 4 above 10M ratings)")
     p.add_argument("--refit", action=argparse.BooleanOptionalAction, default=False,
                    help="after choosing epochs on validation, retrain every stage on train + "
                    "validation for those epochs (doubles training time)")
@@ -72,6 +76,8 @@ def register(sub: Any) -> None:
                    help="row-wise (lazy) embedding updates: lazy Adam, L2 only on the rows a "
                    "batch used (default: on a CPU above 100,000 users, else off)")
     p.add_argument("--user", help="raw user id whose top-10 is printed at the end")
+    p.add_argument("--tensorboard", help="also log every epoch's loss, validation metrics and "
+                   "learning rate to this TensorBoard folder (needs the tensorboard extra)")
     p.add_argument("--quiet", action="store_true", help="no progress, no per-epoch lines")
     p.add_argument("--resume", metavar="RUN",
                    help="continue an interrupted run from its last checkpoint, with the options "
@@ -159,9 +165,25 @@ GPU_STEPS = 500
 MAX_GPU_BATCH = 1 << 18
 
 
+#: Predictive factors on a GPU up to :data:`GPU_FACTORS_UP_TO` training ratings: the paper's
+#: best size on MovieLens-1M, nearly free on a GPU at that size.
+GPU_FACTORS = 64
+GPU_FACTORS_UP_TO = 10_000_000
+
+#: Predictive factors everywhere else: the CPU main job's size (1M ratings in ten minutes on
+#: two cores; factors 32 would cost its MLP four times as much per sample).
+DEFAULT_FACTORS = 16
+
+#: Epochs and early-stopping patience at the reference batch, up to :data:`LARGE_DATA`
+#: training ratings, and above it (an epoch of the whole Prize takes ~25 minutes on a CPU).
+EPOCHS, PATIENCE = 20, 8
+LARGE_DATA = 10_000_000
+LARGE_EPOCHS, LARGE_PATIENCE = 10, 4
+
+
 @dataclass(frozen=True)
 class BatchPlan:
-    """The batch of a run and how the learning rates follow it.
+    """What the scaling rule decided for a run: model size, training budget and batch.
 
     Args:
         batch_size: samples per (global) step.
@@ -169,12 +191,20 @@ class BatchPlan:
         lr_scale: factor on every stage's learning rate, ``sqrt(batch_size / reference)``
             when the batch was raised automatically, else 1.
         warmup_steps: steps over which the scaled rates ramp up linearly.
+        factors: predictive factors.
+        epochs: maximum epochs of every stage.
+        early_stopping: epochs without a better validation HR@10 before a stage stops.
+        chosen: the settings the rule chose (the others were given explicitly).
     """
 
     batch_size: int
     reference: int
     lr_scale: float = 1.0
     warmup_steps: int = 0
+    factors: int = DEFAULT_FACTORS
+    epochs: int = EPOCHS
+    early_stopping: int = PATIENCE
+    chosen: tuple[str, ...] = ()
 
     @property
     def note(self) -> str:
@@ -184,35 +214,64 @@ class BatchPlan:
         return (f" (learning rates x{self.lr_scale:.2f}, the square root of {self.batch_size} / "
                 f"{self.reference}, warm-up {self.warmup_steps} steps)")
 
+    def describe(self) -> str:
+        """The run header's line: factors, epochs, patience and batch, with what chose them."""
+        auto = [k for k in ("factors", "epochs", "early_stopping") if k in self.chosen]
+        how = f" (by the scaling rule: {', '.join(a.replace('_', ' ') for a in auto)})" if (
+            auto) else ""
+        epochs = f"{self.epochs} epoch{'s' if self.epochs != 1 else ''}"
+        return (f"factors {self.factors}, at most {epochs} a stage, early stopping after "
+                f"{self.early_stopping}{how}; batch {self.batch_size}{self.note}")
+
     def as_dict(self) -> dict[str, Any]:
         return {"batch_size": self.batch_size, "reference": self.reference,
-                "lr_scale": self.lr_scale, "warmup_steps": self.warmup_steps}
+                "lr_scale": self.lr_scale, "warmup_steps": self.warmup_steps,
+                "factors": self.factors, "epochs": self.epochs,
+                "early_stopping": self.early_stopping, "chosen_by_rule": list(self.chosen)}
 
 
 def training_plan(n_positives: int, n_negatives: int, device: str,
-                  batch_size: int | None = None) -> BatchPlan:
-    """The batch and learning-rate scaling of a run on ``device``.
+                  batch_size: int | None = None, factors: int | None = None,
+                  epochs: int | None = None, early_stopping: int | None = None) -> BatchPlan:
+    """The scaling rule: model size, training budget, batch and learning-rate scaling of a run
+    of ``n_positives`` training ratings on ``device``. Any setting given is kept as given.
 
-    On a CPU the batch is :func:`auto_batch_size`'s and the rates are used as given. On a GPU
-    the batch grows to the power of two that keeps an epoch within ~500 steps (at most
-    262,144 samples): small steps would leave it waiting for kernel launches. The rates were
-    tuned at the CPU's batch, so a larger automatic batch multiplies them by the square root
-    of the ratio (Adam's usual rule) with a linear warm-up over the first epoch's first
-    fifth. An explicit ``batch_size`` is used as it is, with the rates as given.
+    * **factors**: 64 on a GPU up to 10M training ratings (the paper's best on MovieLens-1M;
+      a GPU trains it at that size in minutes), else 16 (on a CPU the main job's 1M ratings
+      must train in ten minutes on two cores, and factors 32 costs its MLP 4x per sample).
+    * **epochs / early stopping**: 20 / 8 up to 10M training ratings, 10 / 4 above (an epoch
+      of the whole Prize is 500M samples).
+    * **batch**: on a CPU :func:`auto_batch_size`'s and the rates are used as given. On a GPU
+      the batch grows to the power of two that keeps an epoch within ~500 steps (at most
+      262,144 samples): small steps would leave it waiting for kernel launches. The rates
+      were tuned at the CPU's batch, so a larger automatic batch multiplies them by the
+      square root of the ratio (Adam's usual rule) with a linear warm-up over the first
+      epoch's first fifth. An explicit ``batch_size`` is used as it is, with the rates as
+      given.
     """
+    gpu = device.startswith("cuda")
+    chosen = tuple(k for k, v in (("factors", factors), ("epochs", epochs),
+                                  ("early_stopping", early_stopping)) if v is None)
+    large = n_positives > LARGE_DATA
+    if factors is None:
+        factors = GPU_FACTORS if gpu and n_positives <= GPU_FACTORS_UP_TO else DEFAULT_FACTORS
+    if epochs is None:
+        epochs = LARGE_EPOCHS if large else EPOCHS
+    if early_stopping is None:
+        early_stopping = LARGE_PATIENCE if large else PATIENCE
     reference = auto_batch_size(n_positives, n_negatives)
+    batch, scale, warmup = reference, 1.0, 0
     if batch_size is not None:
-        return BatchPlan(batch_size, reference)
-    if not device.startswith("cuda"):
-        return BatchPlan(reference, reference)
-    samples = n_positives * (1 + n_negatives)
-    batch = reference
-    while samples / batch > GPU_STEPS and batch < MAX_GPU_BATCH:
-        batch *= 2
-    if batch == reference:
-        return BatchPlan(batch, reference)
-    steps = max(1, math.ceil(samples / batch))
-    return BatchPlan(batch, reference, math.sqrt(batch / reference), max(1, steps // 5))
+        batch = batch_size
+    elif gpu:
+        samples = n_positives * (1 + n_negatives)
+        while samples / batch > GPU_STEPS and batch < MAX_GPU_BATCH:
+            batch *= 2
+        if batch != reference:
+            steps = max(1, math.ceil(samples / batch))
+            scale, warmup = math.sqrt(batch / reference), max(1, steps // 5)
+    return BatchPlan(batch, reference, scale, warmup, factors=factors, epochs=epochs,
+                     early_stopping=early_stopping, chosen=chosen)
 
 
 def set_threads(threads: int | None, batch_size: int, processes: int = 1) -> int:
@@ -270,17 +329,20 @@ def _pipeline_config(args: argparse.Namespace, batch_size: int | None, device: s
 
     scale, warmup = (1.0, 0) if plan is None else (plan.lr_scale, plan.warmup_steps)
     batch_size = batch_size or 256  # the options are checked before the batch is planned
-    stage = TrainConfig(epochs=args.epochs, batch_size=batch_size, lr=args.lr * scale,
-                        n_negatives=args.negatives, early_stopping=args.early_stopping,
+    factors = _given(args.factors, plan, "factors", DEFAULT_FACTORS)
+    epochs = _given(args.epochs, plan, "epochs", EPOCHS)
+    patience = _given(args.early_stopping, plan, "early_stopping", PATIENCE)
+    stage = TrainConfig(epochs=epochs, batch_size=batch_size, lr=args.lr * scale,
+                        n_negatives=args.negatives, early_stopping=patience,
                         device=device, warmup_steps=warmup)
     preset = args.finetune or ("adam" if args.no_pretrain else "tuned")
-    neumf = replace(FINETUNE_PRESETS[preset], epochs=args.epochs, batch_size=batch_size,
-                    n_negatives=args.negatives, early_stopping=args.early_stopping,
+    neumf = replace(FINETUNE_PRESETS[preset], epochs=epochs, batch_size=batch_size,
+                    n_negatives=args.negatives, early_stopping=patience,
                     device=device, warmup_steps=warmup)
     neumf = replace(neumf, lr=(args.finetune_lr if args.finetune_lr is not None else neumf.lr)
                     * scale)
     return PipelineConfig(
-        factors=args.factors, n_layers=args.layers, dropout=args.dropout,
+        factors=factors, n_layers=args.layers, dropout=args.dropout,
         pretrain=not args.no_pretrain,
         alpha=args.alpha, gmf=stage, mlp=stage, neumf=neumf, seed=args.seed,
         full_ranking_users=args.full_ranking_users or None, refit=args.refit,
@@ -327,12 +389,42 @@ def resume_args(args: argparse.Namespace) -> argparse.Namespace:
     return out
 
 
+def _given(value: int | None, plan: Any, key: str, default: int) -> int:
+    """An option as given, else the plan's choice (else the CPU default)."""
+    if value is not None:
+        return value
+    return default if plan is None else int(getattr(plan, key))
+
+
+def check_model_options(args: argparse.Namespace) -> None:
+    """The model options checked before any data is read or anything is written."""
+    from ncf.pipeline import PipelineConfig
+
+    for option, value in (("--epochs", args.epochs), ("--factors", args.factors)):
+        if value is not None and value < 1:
+            raise NcfError(f"{option} must be >= 1, got {value}")
+    PipelineConfig(factors=args.factors or DEFAULT_FACTORS, n_layers=args.layers,
+                   dropout=args.dropout, alpha=args.alpha)
+    if args.factors is None:  # the rule may choose the GPU's size: its tower must fit too
+        PipelineConfig(factors=GPU_FACTORS, n_layers=args.layers)
+
+
+def tensorboard_logger(folder: str | None) -> Any:
+    """``--tensorboard DIR``: a per-epoch callback writing TensorBoard logs, or ``None``."""
+    if folder is None:
+        return None
+    from ncf.report import TensorBoardLog
+
+    return TensorBoardLog(folder)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from ncf.distributed import init_from_env, launch, shutdown, world_from_env
 
     if args.resume is not None:
         args = resume_args(args)
     # options are checked before any data is read or anything is written
+    check_model_options(args)
     _pipeline_config(args, args.batch_size, "cpu")
     device = resolve_device(args.device)
     if args.resume is not None:  # where and on how many processes it ran
@@ -398,6 +490,7 @@ def _train(args: argparse.Namespace, device: str, dist: Any) -> int:
         hold_output(run_dir, what="run directory")  # one ncf process per run directory
     quiet = args.quiet or not main
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    log = tensorboard_logger(args.tensorboard) if main else None
     t0 = time.perf_counter()
     saved: list[str] = []
     try:
@@ -419,7 +512,9 @@ def _train(args: argparse.Namespace, device: str, dist: Any) -> int:
         if resuming and fingerprint != args.resume_config["split_fingerprint"]:
             raise NcfError(f"{run_dir}: the data differ from those the run was started on "
                            f"({data.description}); it cannot be resumed on them")
-        plan = training_plan(len(split.train), args.negatives, device, args.batch_size)
+        plan = training_plan(len(split.train), args.negatives, device, args.batch_size,
+                             factors=args.factors, epochs=args.epochs,
+                             early_stopping=args.early_stopping)
         config, preset = _pipeline_config(args, plan.batch_size, device, plan)
         config = replace(config, sparse=resolve_sparse(args.sparse, split.train.n_users, device))
         if args.user is not None:
@@ -436,10 +531,14 @@ def _train(args: argparse.Namespace, device: str, dist: Any) -> int:
         say(f"      {split.train.n_users:,} users, {split.train.n_items:,} items, "
             f"{len(split.train):,} train / {len(split.test):,} test interactions "
             f"({time.perf_counter() - t0:.1f}s)")
-        say(f"device {device_name(device)}{procs}; batch {plan.batch_size}{plan.note}; "
-            f"{threads} torch thread(s)")
+        say(f"device {device_name(device)}{procs}; {threads} torch thread(s)")
+        say(plan.describe())
 
-        progress = _Progress(quiet, args.epochs)
+        progress = _Progress(quiet, plan.epochs)
+        def on_epoch(stage: str, record: Any) -> None:
+            progress.line(stage, record)
+            if log is not None:
+                log(stage, record)
 
         def save(result: StageResult) -> None:
             assert run_dir is not None
@@ -466,7 +565,7 @@ def _train(args: argparse.Namespace, device: str, dist: Any) -> int:
         else:
             assert run_dir is not None
             checkpoints = run_dir / "checkpoints"
-        results = run_pipeline(split, config, on_epoch=progress.line, progress=progress.bar,
+        results = run_pipeline(split, config, on_epoch=on_epoch, progress=progress.bar,
                                device=device, on_result=save if main else None, dist=dist,
                                checkpoints=checkpoints)
     except PeerFailed:
@@ -490,6 +589,9 @@ def _train(args: argparse.Namespace, device: str, dist: Any) -> int:
         if main and not _keep(run_dir, saved, resuming):
             discard_run_dir(run_dir, created)  # type: ignore[arg-type]  # --out can be reused
         raise
+    finally:
+        if log is not None:
+            log.close()
     if not main:
         return 0
     assert run_dir is not None

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ncf.datasets._common import existing
+from ncf.datasets._common import BOM, existing
 from ncf.datasets.movielens import read_movielens
 from ncf.datasets.netflix import netflix_sources, read_netflix
 from ncf.datasets.paper import SUFFIXES, read_paper_split
@@ -77,10 +77,32 @@ def _folder_formats(p: Path) -> list[str]:
         found.append("netflix-mv")
     for name, fmt in (("u.data", "ml-100k"), ("ratings.dat", "ml-dat"), ("ratings.csv", "ml-csv")):
         if (p / name).is_file():
-            found.append(fmt)
+            found.append(_csv_flavour(p / name) if fmt == "ml-csv" else fmt)
     if any(p.glob("*.test.rating")):
         found.append("ncf-paper")
     return found
+
+
+def _csv_flavour(p: Path) -> str:
+    """``ml-csv`` for a ``ratings.csv`` with MovieLens's header (``userId,movieId,...``),
+    ``table`` for one whose header names its user and item columns otherwise (e.g.
+    ``user,item,rating``); anything else stays ``ml-csv``, whose reader says what it expected."""
+    try:
+        with open(p, "rb") as f:
+            first = f.readline(4096).removeprefix(BOM).decode("latin-1").strip().lower()
+    except OSError:
+        return "ml-csv"  # the reader names the problem
+    names = first.split(",")
+    if names[:2] == ["userid", "movieid"]:
+        return "ml-csv"
+    if _guess(names, _USER_NAMES) and _guess(names, _ITEM_NAMES):
+        return "table"
+    return "ml-csv"
+
+
+def _table_file(p: Path) -> Path:
+    """The file a ``table`` path names: the path itself, or a folder's ``ratings.csv``."""
+    return p / "ratings.csv" if p.is_dir() else p
 
 
 def _is_paper_prefix(p: Path) -> bool:
@@ -104,7 +126,7 @@ def detect_format(path: str | Path) -> str:
         return found[0]
     for pattern, fmt in _BY_NAME:
         if pattern.fullmatch(p.name):
-            return fmt
+            return _csv_flavour(p) if fmt == "ml-csv" else fmt
     with open(p, "rb") as f:
         head = f.read(4096)
     if not head:
@@ -218,6 +240,7 @@ def load(
         x = split.train.concat(split.test)
         sources = list(split.meta["sources"])
     else:
+        p = _table_file(p)
         x = _load_table(p, options)
         sources = [str(p)]
     titles = _find_titles(p, fmt)

@@ -6,6 +6,8 @@ NCF_MODELS = ("gmf", "mlp", "neumf", "neumf-scratch")
 #: The keys of :data:`ncf.baselines.BASELINES`, in its order.
 BASELINE_MODELS = ("itempop", "itemknn", "puresvd", "ease", "bpr", "ials", "mf")
 ALL_MODELS = NCF_MODELS + BASELINE_MODELS
+#: What ``ncf tune`` searches: NCF's three stages, then the baselines with a real search space.
+TUNABLE = ("gmf", "mlp", "neumf", "ease", "itemknn", "puresvd", "ials", "bpr", "mf")
 
 LABELS: dict[str, str] = {
     "gmf": "GMF", "mlp": "MLP", "neumf": "NeuMF (pre-trained)",
