@@ -4,7 +4,11 @@ Builds a run directory of that shape (17,770 items, 480,189 users; GMF, MLP and 
 random weights: a latency does not depend on what the weights learned), starts
 ``ncf serve`` on 127.0.0.1 and, for each endpoint in turn, keeps ``--clients`` keep-alive
 connections busy for ``--seconds``: known-user top-10, a new user folded in from 10 items,
-similar items. Every request goes to 127.0.0.1 only; each phase stops by itself.
+similar items. Each endpoint runs twice: closed loop (every client sends its next request
+as soon as the last is answered: the server's capacity, and latency = clients / throughput)
+and open loop at a fixed offered rate (``--rates``; requests due at Poisson times, latency
+counted from the time each was due): the latency at that load. Every request goes to
+127.0.0.1 only; each phase stops by itself.
 
 It prints latency percentiles, requests/s and error counts per endpoint, the server's
 memory at the start and end of each phase, and how busy the machine was meanwhile with
@@ -15,6 +19,7 @@ Usage::
 
     python benchmarks/bench_serve.py [--seconds 30] [--clients 50] [--model neumf]
                                      [--users 480189] [--items 17770] [--out result.json]
+                                     [--rates known=300,fold=100,similar=300]
 """
 
 from __future__ import annotations
@@ -130,6 +135,31 @@ async def client(port: int, make: Any, stop_at: float, lat: list[float],
         writer.close()
 
 
+async def paced_client(port: int, make: Any, stop_at: float, rate: float, rng: random.Random,
+                       lat: list[float], statuses: dict[int, int]) -> None:
+    """One keep-alive connection sending at Poisson times ``rate`` requests/s on average
+    (open loop). A request's latency counts from the time it was due, not from when the
+    connection was free to send it: a slow answer delays the next request, and that wait is
+    counted (no coordinated omission)."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        due = time.perf_counter() + rng.expovariate(rate)
+        while due < stop_at:
+            wait = due - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            writer.write(make())
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+            await reader.readexactly(length)
+            lat.append(time.perf_counter() - due)
+            statuses[status] = statuses.get(status, 0) + 1
+            due += rng.expovariate(rate)
+    finally:
+        writer.close()
+
+
 def requests_for(kind: str, port: int, users: np.ndarray, items: np.ndarray, model: str,
                  seed: int) -> Any:
     rng = random.Random(seed)
@@ -156,15 +186,22 @@ def requests_for(kind: str, port: int, users: np.ndarray, items: np.ndarray, mod
 
 
 async def phase(kind: str, port: int, pid: int, args: argparse.Namespace, users: np.ndarray,
-                items: np.ndarray, seconds: float) -> dict[str, Any]:
+                items: np.ndarray, seconds: float, rate: float | None = None) -> dict[str, Any]:
+    """``args.clients`` connections on one endpoint for ``seconds``: back to back (closed
+    loop) when ``rate`` is None, else ``rate`` requests/s in all (open loop)."""
     lat: list[float] = []
     statuses: dict[int, int] = {}
     rss0 = rss_mb(pid)
     busy0, srv0, me0 = machine_busy_seconds(), cpu_seconds(pid), time.process_time()
     t0 = time.perf_counter()
     stop_at = t0 + seconds
-    tasks = [client(port, requests_for(kind, port, users, items, args.model, seed), stop_at,
-                    lat, statuses) for seed in range(args.clients)]
+    if rate is None:
+        tasks = [client(port, requests_for(kind, port, users, items, args.model, seed),
+                        stop_at, lat, statuses) for seed in range(args.clients)]
+    else:
+        tasks = [paced_client(port, requests_for(kind, port, users, items, args.model, seed),
+                              stop_at, rate / args.clients, random.Random(1000 + seed), lat,
+                              statuses) for seed in range(args.clients)]
     rss_series = []
 
     async def sample() -> None:
@@ -178,7 +215,8 @@ async def phase(kind: str, port: int, pid: int, args: argparse.Namespace, users:
     server_cpu, my_cpu = cpu_seconds(pid) - srv0, time.process_time() - me0
     a = np.array(lat) * 1000
     return {
-        "endpoint": kind, "requests": len(lat), "seconds": wall,
+        "endpoint": kind, "load": "closed loop" if rate is None else f"{rate:g} req/s offered",
+        "requests": len(lat), "seconds": wall,
         "requests_per_s": len(lat) / wall,
         "p50_ms": float(np.percentile(a, 50)), "p90_ms": float(np.percentile(a, 90)),
         "p99_ms": float(np.percentile(a, 99)), "max_ms": float(a.max()),
@@ -205,8 +243,14 @@ def main() -> int:
     p.add_argument("--run", help="reuse this run directory (built there when missing)")
     p.add_argument("--endpoints", default="known,fold,similar")
     p.add_argument("--workers", type=int, default=1, help="server processes (ncf serve --workers)")
+    p.add_argument("--rates", default="known=300,fold=100,similar=300",
+                   help="after each endpoint's closed-loop phase, an open-loop one at this many "
+                   "requests/s in all (latency counted from when each request was due); '' for "
+                   "none")
+    p.add_argument("--open-only", action="store_true", help="skip the closed-loop phases")
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args()
+    rates = {k: float(v) for k, v in (x.split("=") for x in args.rates.split(",") if x)}
     torch.set_num_threads(1)
     tmp = None
     if args.run:
@@ -244,14 +288,19 @@ def main() -> int:
     try:
         for key in args.endpoints.split(","):
             asyncio.run(phase(kinds[key], port, proc.pid, args, users, items, 2.0))  # warm-up
-            r = asyncio.run(phase(kinds[key], port, proc.pid, args, users, items, args.seconds))
-            results.append(r)
-            print(f"{r['endpoint']:22s} {r['requests_per_s']:8.1f} req/s  p50 {r['p50_ms']:7.1f} ms"
-                  f"  p99 {r['p99_ms']:7.1f} ms  errors {r['errors']}  RSS {r['rss_mb_start']:.0f}"
-                  f" -> {r['rss_mb_end']:.0f} MB (max {r['rss_mb_max']:.0f})  cores: server "
-                  f"{r['server_cores']:.2f}, clients {r['client_cores']:.2f}, other work "
-                  f"{r['other_cores']:.2f}; server CPU {r['server_cpu_ms_per_request']:.2f} ms "
-                  "per request", flush=True)
+            loads = ([] if args.open_only else [None]) + (
+                [rates[key]] if rates.get(key) else [])
+            for rate in loads:
+                r = asyncio.run(phase(kinds[key], port, proc.pid, args, users, items,
+                                      args.seconds, rate))
+                results.append(r)
+                print(f"{r['endpoint']:22s} {r['load']:19s} {r['requests_per_s']:7.1f} req/s  "
+                      f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  errors "
+                      f"{r['errors']}  RSS {r['rss_mb_start']:.0f} -> {r['rss_mb_end']:.0f} MB "
+                      f"(max {r['rss_mb_max']:.0f})  cores: server {r['server_cores']:.2f}, "
+                      f"clients {r['client_cores']:.2f}, other work {r['other_cores']:.2f}; "
+                      f"server CPU {r['server_cpu_ms_per_request']:.2f} ms per request",
+                      flush=True)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
