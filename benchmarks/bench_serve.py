@@ -140,7 +140,8 @@ async def paced_client(port: int, make: Any, stop_at: float, rate: float, rng: r
     """One keep-alive connection sending at Poisson times ``rate`` requests/s on average
     (open loop). A request's latency counts from the time it was due, not from when the
     connection was free to send it: a slow answer delays the next request, and that wait is
-    counted (no coordinated omission)."""
+    counted (no coordinated omission). A connection the server closed while idle (uvicorn's
+    keep-alive timeout) is opened again, as a browser would."""
     reader, writer = await asyncio.open_connection(HOST, port)
     try:
         due = time.perf_counter() + rng.expovariate(rate)
@@ -148,8 +149,17 @@ async def paced_client(port: int, make: Any, stop_at: float, rate: float, rng: r
             wait = due - time.perf_counter()
             if wait > 0:
                 await asyncio.sleep(wait)
-            writer.write(make())
-            head = await reader.readuntil(b"\r\n\r\n")
+            request = make()
+            for attempt in (0, 1):
+                try:
+                    writer.write(request)
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    break
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    if attempt:
+                        raise
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(HOST, port)
             status = int(head[9:12])
             length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
             await reader.readexactly(length)
