@@ -223,17 +223,8 @@ def test_a_refit_run_stopped_in_neumf_keeps_gmf_and_mlp_and_resumes(  # type: ig
     training it lost GMF and MLP and its directory. The models chosen on validation are saved
     as they are chosen (the refit ones replace them), and the run resumes."""
     import ncf.pipeline as pipeline_mod
-    from ncf.models import NeuMF
 
-    real_train = pipeline_mod.train
-
-    def train_until_neumf(model, *a, **kw):  # type: ignore[no-untyped-def]
-        if isinstance(model, NeuMF):
-            raise KeyboardInterrupt
-        return real_train(model, *a, **kw)
-
-    monkeypatch.setattr(pipeline_mod, "train", train_until_neumf)
-    monkeypatch.setenv("NCF_CACHE", str(tmp_path / "cache"))
+    real_train = _interrupt_at_neumf(monkeypatch, tmp_path)
     run = tmp_path / "run"
     assert main(["train", "--out", str(run), *REFIT]) == 130
     capsys.readouterr()
@@ -273,18 +264,7 @@ def test_bad_model_options_fail_before_anything_is_written(tmp_path: Path, capsy
 
 def test_a_run_stopped_in_neumf_keeps_its_finished_stages(run_dir: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                           monkeypatch, capsys) -> None:
-    import ncf.pipeline as pipeline_mod
-    from ncf.models import NeuMF
-
-    real_train = pipeline_mod.train
-
-    def train_until_neumf(model, *a, **kw):  # type: ignore[no-untyped-def]
-        if isinstance(model, NeuMF):
-            raise KeyboardInterrupt
-        return real_train(model, *a, **kw)
-
-    monkeypatch.setattr(pipeline_mod, "train", train_until_neumf)
-    monkeypatch.setenv("NCF_CACHE", str(tmp_path / "cache"))
+    _interrupt_at_neumf(monkeypatch, tmp_path)
     run = tmp_path / "run"
     assert main(["train", "--synth-ratings", "20k", "--out", str(run), *SMALL]) == 130
     assert capsys.readouterr().err.splitlines() == [
@@ -528,3 +508,21 @@ def test_header_config_and_tensorboard_record_the_plan(tmp_path: Path, capsys) -
     logged = [(e.step, e.value) for e in events.Scalars("gmf/validation_hr10")]
     assert [s for s, _ in logged] == [1, 2]
     assert [v for _, v in logged] == pytest.approx([float(r.split(",")[2]) for r in history])
+
+
+def _interrupt_at_neumf(monkeypatch, tmp_path: Path) -> Any:  # type: ignore[no-untyped-def]
+    """Make the pipeline's NeuMF stage raise KeyboardInterrupt (GMF and MLP train as usual);
+    the synthetic set is cached under ``tmp_path``. Returns the real ``train``."""
+    import ncf.pipeline as pipeline_mod
+    from ncf.models import NeuMF
+
+    real_train = pipeline_mod.train
+
+    def train_until_neumf(model, *a, **kw):  # type: ignore[no-untyped-def]
+        if isinstance(model, NeuMF):
+            raise KeyboardInterrupt
+        return real_train(model, *a, **kw)
+
+    monkeypatch.setattr(pipeline_mod, "train", train_until_neumf)
+    monkeypatch.setenv("NCF_CACHE", str(tmp_path / "cache"))
+    return real_train
