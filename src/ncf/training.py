@@ -168,7 +168,7 @@ class History:
     best_epoch: int | None = None
     stopped_early: bool = False
     initial: EpochRecord | None = None  # the starting weights, when they were a candidate
-    seconds: float = 0.0  # wall time of the stage (every session of a resumed one)
+    seconds: float = 0.0  # wall time of the stage (all parts of a resumed one)
 
     def as_dicts(self) -> list[dict[str, Any]]:
         return [asdict(r) for r in self.records]
