@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ncf.errors import DataError
-from ncf.runs import atomic_savez
+from ncf.runs import atomic_savez, read_npz
 
 #: Bump when the layout of a checkpoint changes (older ones are then refused, in one line).
 CHECKPOINT_VERSION = 1
@@ -102,15 +102,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any] | None:
     path = Path(path)
     if not path.exists():
         return None
+    hint = "; delete it to restart this stage"
+    arrays = read_npz(path, "checkpoint", hint)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
         doc = json.loads(bytes(arrays.pop("__meta__")).decode())
-    except MemoryError:
-        raise
-    except Exception as exc:  # numpy's parser of a damaged file raises many kinds
-        raise DataError(f"unreadable checkpoint ({type(exc).__name__}); delete it to restart "
-                        "this stage", path=path) from None
+    except Exception as exc:  # no meta entry, or not JSON text: a damaged file
+        raise DataError(f"unreadable checkpoint ({type(exc).__name__}){hint}",
+                        path=path) from None
     if not isinstance(doc, dict) or doc.get("version") != CHECKPOINT_VERSION:
         raise DataError(f"a checkpoint of another version ({doc.get('version')!r}, this ncf "
                         f"reads {CHECKPOINT_VERSION})" if isinstance(doc, dict) else

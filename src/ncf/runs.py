@@ -234,6 +234,23 @@ def save_catalog(path: str | Path, item_raw: np.ndarray, titles: np.ndarray,
     return atomic_write(path, buf.getvalue())
 
 
+def read_npz(path: Path, what: str, hint: str = "") -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file, without pickle.
+
+    Raises:
+        DataError: ``unreadable WHAT (ExceptionName)HINT`` naming the file, whatever numpy's
+            parser raised on a damaged file (OSError, ValueError, EOFError, SyntaxError,
+            tokenize.TokenError, zip errors...).
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except MemoryError:
+        raise
+    except Exception as exc:
+        raise DataError(f"unreadable {what} ({type(exc).__name__}){hint}", path=path) from None
+
+
 def load_catalog(path: str | Path) -> dict[str, np.ndarray] | None:
     """The catalog of a run, or ``None`` when the data had no titles.
 
@@ -244,14 +261,7 @@ def load_catalog(path: str | Path) -> dict[str, np.ndarray] | None:
     path = Path(path)
     if not path.exists():
         return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            catalog = {k: z[k] for k in z.files}
-    except MemoryError:
-        raise
-    except Exception as exc:  # numpy's parser of a damaged file raises
-        # OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError, zip errors...
-        raise DataError(f"unreadable catalog ({type(exc).__name__})", path=path) from None
+    catalog = read_npz(path, "catalog")
     if not {"item_raw", "titles", "years"} <= catalog.keys():
         raise DataError("not a catalog of ncf (item_raw, titles, years)", path=path)
     ids, titles, years = catalog["item_raw"], catalog["titles"], catalog["years"]
