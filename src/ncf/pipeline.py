@@ -184,6 +184,18 @@ def stage_config(name: str, config: PipelineConfig, device: str | None = None) -
     return cfg
 
 
+def stage_metrics(model: NCFModule, history: History, split: Split, config: PipelineConfig,
+                  seconds: float) -> dict[str, Any]:
+    """A finished stage's ``metrics.json`` entry: test metrics (sampled and full ranking),
+    the validation metrics of its chosen epoch, that epoch and the training seconds."""
+    metrics = test_metrics(model, split, full_users=config.full_ranking_users, seed=config.seed)
+    best = history.best
+    metrics["validation"] = {"hr": best.hr, "ndcg": best.ndcg} if best else None
+    metrics["best_epoch"] = history.best_epoch
+    metrics["train_seconds"] = seconds
+    return metrics
+
+
 def run_pipeline(
     split: Split,
     config: PipelineConfig,
@@ -265,12 +277,7 @@ def run_pipeline(
         if not main:  # rank 0 evaluates and reports
             results[name] = StageResult(name, model, history, {}, seconds[name])
             return
-        metrics = test_metrics(model, split, full_users=config.full_ranking_users,
-                               seed=config.seed)
-        best = history.best
-        metrics["validation"] = {"hr": best.hr, "ndcg": best.ndcg} if best else None
-        metrics["best_epoch"] = history.best_epoch
-        metrics["train_seconds"] = seconds[name]
+        metrics = stage_metrics(model, history, split, config, seconds[name])
         if config.refit:
             metrics["refit"] = {"epochs": history.best_epoch, "sampled_before": selected[name]}
         results[name] = StageResult(name, model, history, metrics, seconds[name])

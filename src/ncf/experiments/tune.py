@@ -588,7 +588,7 @@ def train_best(model: str, config: PipelineConfig, params: dict[str, Any], data:
     pipeline would train them to the same weights). A baseline: its model, ``config.json``
     and ``metrics.json`` (validation and test, sampled and full ranking).
     """
-    from ncf.pipeline import StageResult, run_pipeline, test_metrics
+    from ncf.pipeline import StageResult, run_pipeline, stage_metrics
     from ncf.report import all_interactions, finish_run, save_stage, start_run
     from ncf.runs import new_run_dir, write_json
 
@@ -620,11 +620,7 @@ def train_best(model: str, config: PipelineConfig, params: dict[str, Any], data:
     results: dict[str, StageResult] = {}
 
     def result(name: str, net: Any, history: History, seconds: float) -> None:
-        metrics = test_metrics(net, split, full_users=config.full_ranking_users,
-                               seed=config.seed)
-        best = history.best
-        metrics.update(validation={"hr": best.hr, "ndcg": best.ndcg} if best else None,
-                       best_epoch=history.best_epoch, train_seconds=seconds)
+        metrics = stage_metrics(net, history, split, config, seconds)
         results[name] = StageResult(name, net, history, metrics, seconds)
         save_stage(run_dir, results[name], seen)
 
