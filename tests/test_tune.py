@@ -156,8 +156,15 @@ def _ncf(*args: str) -> list[str]:
 
 
 def _count(db: Path, state: str) -> int:
-    with sqlite3.connect(db, timeout=30) as con:
-        return con.execute("select count(*) from trials where state = ?", (state,)).fetchone()[0]
+    """Trials in `state`; 0 while Optuna is still creating the file's tables."""
+    try:
+        with sqlite3.connect(db, timeout=30) as con:
+            row = con.execute("select count(*) from trials where state = ?", (state,)).fetchone()
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):
+            return 0
+        raise
+    return int(row[0])
 
 
 @pytest.mark.slow
