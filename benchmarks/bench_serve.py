@@ -99,13 +99,18 @@ def rss_mb(pid: int) -> float:
     return total / 1024
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU seconds used by the server and its workers so far."""
-    total = 0
+def cpu_by_process(pid: int) -> dict[int, float]:
+    """CPU seconds used so far by the server and by each of its workers."""
+    out = {}
     for p in family(pid):
         fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+        out[p] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds used by the server and its workers so far."""
+    return sum(cpu_by_process(pid).values())
 
 
 def machine_busy_seconds() -> float:
@@ -203,6 +208,7 @@ async def phase(kind: str, port: int, pid: int, args: argparse.Namespace, users:
     statuses: dict[int, int] = {}
     rss0 = rss_mb(pid)
     busy0, srv0, me0 = machine_busy_seconds(), cpu_seconds(pid), time.process_time()
+    each0 = cpu_by_process(pid)
     t0 = time.perf_counter()
     stop_at = t0 + seconds
     if rate is None:
@@ -223,6 +229,7 @@ async def phase(kind: str, port: int, pid: int, args: argparse.Namespace, users:
     wall = time.perf_counter() - t0
     busy = machine_busy_seconds() - busy0
     server_cpu, my_cpu = cpu_seconds(pid) - srv0, time.process_time() - me0
+    each = {p: c - each0.get(p, 0.0) for p, c in cpu_by_process(pid).items()}
     a = np.array(lat) * 1000
     return {
         "endpoint": kind, "load": "closed loop" if rate is None else f"{rate:g} req/s offered",
@@ -235,6 +242,7 @@ async def phase(kind: str, port: int, pid: int, args: argparse.Namespace, users:
         "rss_mb_start": rss0, "rss_mb_end": rss_mb(pid),
         "rss_mb_max": max(rss_series + [rss0]),
         "server_cores": server_cpu / wall, "client_cores": my_cpu / wall,
+        "cores_by_process": [round(c / wall, 3) for c in each.values()],
         "server_cpu_ms_per_request": 1000 * server_cpu / max(len(lat), 1),
         "other_cores": max(0.0, (busy - server_cpu - my_cpu) / wall),
         "load_average": os.getloadavg()[0],
@@ -308,7 +316,8 @@ def main() -> int:
                       f"p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  errors "
                       f"{r['errors']}  RSS {r['rss_mb_start']:.0f} -> {r['rss_mb_end']:.0f} MB "
                       f"(max {r['rss_mb_max']:.0f})  cores: server {r['server_cores']:.2f}, "
-                      f"clients {r['client_cores']:.2f}, other work {r['other_cores']:.2f}; "
+                      f"clients {r['client_cores']:.2f}, other work {r['other_cores']:.2f} "
+                      f"(by process: {' '.join(f'{c:.2f}' for c in r['cores_by_process'])}); "
                       f"server CPU {r['server_cpu_ms_per_request']:.2f} ms per request",
                       flush=True)
     finally:

@@ -351,7 +351,7 @@ def test_the_page_in_a_real_browser(server: Server, run: Path,
 
 
 @pytest.mark.parametrize("sig, workers", [(signal.SIGTERM, 1), (signal.SIGINT, 1),
-                                          (signal.SIGTERM, 2)])
+                                          (signal.SIGTERM, 2), (signal.SIGINT, 2)])
 def test_sigterm_and_ctrl_c_stop_the_server_cleanly(run: Path, sig: int, workers: int) -> None:
     s = Server(run, "--workers", str(workers))
     for _ in range(2 * workers):  # a connection each: both processes answer
@@ -359,6 +359,78 @@ def test_sigterm_and_ctrl_c_stop_the_server_cleanly(run: Path, sig: int, workers
     code, err = s.stop(sig)
     assert code == 0, err
     assert "Traceback" not in err and "stopped" in err
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The worker processes of an `ncf serve --workers N` (not multiprocessing's helpers)."""
+    children = (Path(f"/proc/{pid}/task") / str(pid) / "children").read_text().split()
+    return [int(c) for c in children
+            if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def _connections_held(pid: int, port: int) -> int:
+    """How many connections to ``port`` (of 127.0.0.1) the process ``pid`` has accepted."""
+    accepted = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        f = line.split()
+        if int(f[1].split(":")[1], 16) == port and f[3] == "01":  # local port, ESTABLISHED
+            accepted.add(f"socket:[{f[9]}]")
+    return sum(1 for fd in Path(f"/proc/{pid}/fd").iterdir() if os.readlink(fd) in accepted)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreads "
+                    "connections on Linux; elsewhere the workers share one socket")
+def test_connections_are_spread_over_the_workers(run: Path) -> None:
+    """Each worker has its own share of the connections, even those made while it was busy
+    or still loading: with one shared socket, whichever worker woke first took them all."""
+    s = Server(run, "--workers", "2")
+    conns: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers := _workers_of(s.proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGSTOP)  # one worker cannot accept for a while
+        try:
+            for _ in range(40):
+                c = socket.create_connection(("127.0.0.1", s.port), timeout=60)
+                c.sendall(f"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:{s.port}\r\n\r\n"
+                          .encode())
+                conns.append(c)
+            time.sleep(0.5)
+        finally:
+            os.kill(workers[0], signal.SIGCONT)
+        for c in conns:  # every request is answered, those of the paused worker too
+            assert c.recv(65536).startswith(b"HTTP/1.1 200")
+        held = {w: _connections_held(w, s.port) for w in workers}
+        # each holds its share of the 40 (the chance of fewer than 8 is ~1e-4)
+        assert min(held.values()) >= 8 and sum(held.values()) == 40, held
+    finally:
+        for c in conns:
+            c.close()
+        code, err = s.stop()
+    assert code == 0 and "Traceback" not in err, err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_worker_that_dies_is_replaced(run: Path) -> None:
+    s = Server(run, "--workers", "2")
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers := _workers_of(s.proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(workers[0], signal.SIGKILL)
+        while time.monotonic() < deadline:
+            now = _workers_of(s.proc.pid)
+            if len(now) == 2 and workers[0] not in now:
+                break
+            time.sleep(0.05)
+        assert len(now) == 2 and workers[0] not in now and workers[1] in now
+        for _ in range(10):  # whichever worker a connection reaches answers
+            assert s.request("GET", "/api/health")[0] == 200
+    finally:
+        code, err = s.stop()
+    assert code == 0 and f"worker pid {workers[0]} died" in err, err
 
 
 def test_the_log_holds_no_traceback_after_hostile_requests(server: Server) -> None:

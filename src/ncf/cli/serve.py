@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -60,56 +60,64 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     slots = args.slots or max(1, (cores or 1) // args.workers)
     service = Service(args.run_dir, default_model=args.model, compute_slots=slots)
-    app = create_app(service)
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((args.host, args.port))
-        sock.listen(2048)  # connections wait in the backlog until the server accepts them
-    except OSError as exc:
-        sock.close()
-        raise NcfError(f"cannot listen on {args.host}:{args.port} ({exc.strerror})") from None
-    port = sock.getsockname()[1]
-    host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
+    from ncf.serve.workers import Workers, balanced, listen
+
+    per_worker = args.workers > 1 and balanced()  # a socket of its own for each worker
+    socks = listen(args.host, args.port, args.workers if per_worker else 1)
+    port = socks[0].getsockname()[1]
+    host = f"[{args.host}]" if ":" in args.host else args.host
     options: dict[str, Any] = {"log_level": args.log_level, "timeout_graceful_shutdown": 5,
                                "access_log": args.log_level in ("info", "debug")}
-    if args.workers > 1:  # each worker process loads the run itself (checked above)
-        os.environ.update(NCF_SERVE_RUN=str(Path(args.run_dir).resolve()),
-                          NCF_SERVE_MODEL=service.default_model,
-                          NCF_SERVE_THREADS=str(args.threads), NCF_SERVE_SLOTS=str(slots))
+    env = dict(NCF_SERVE_RUN=str(Path(args.run_dir).resolve()),
+               NCF_SERVE_MODEL=service.default_model,
+               NCF_SERVE_THREADS=str(args.threads), NCF_SERVE_SLOTS=str(slots))
+    info = service.info()
+    server: Any = None
+    workers: Workers | None = None
+    if per_worker:  # each worker process loads the run itself (checked above)
+        workers = Workers(socks, options, env)
+        del service  # the workers hold the models; this process only watches them
+        gc.collect()
+    elif args.workers > 1:  # one socket shared by the workers, under uvicorn's supervisor
+        os.environ.update(env)
         config = uvicorn.Config("ncf.serve.app:from_environment", factory=True,
                                 workers=args.workers, **options)
+        server = uvicorn.Server(config)
     else:
-        config = uvicorn.Config(app, **options)
-    server = uvicorn.Server(config)
-    info = service.info()
+        server = uvicorn.Server(uvicorn.Config(create_app(service), **options))
 
     def stop(signum: int, frame: object) -> None:
-        server.should_exit = True
+        if workers is not None:
+            workers.stop()
+        else:
+            server.should_exit = True
 
     # Until uvicorn takes the signals over (and after it hands them back, once it has shut
     # down gracefully), SIGINT and SIGTERM just ask the server to stop: the command then ends
     # normally, whenever the signal came.
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    workers = f"; {args.workers} worker processes" if args.workers > 1 else ""
+    detail = f"; {args.workers} worker processes" if args.workers > 1 else ""
+    names = ", ".join(m["name"] for m in info["models"])
     print(f"ncf serve: http://{host}:{port}/  ({info['users']:,} users, {info['items']:,} "
-          f"items; models {', '.join(service.models)}, default {service.default_model}{workers}; "
-          f"API docs at /docs; loaded in {service.load_seconds:.1f}s; Ctrl-C stops)",
+          f"items; models {names}, default {info['default_model']}{detail}; "
+          f"API docs at /docs; loaded in {info['load_seconds']:.1f}s; Ctrl-C stops)",
           flush=True)
     try:
-        if args.workers > 1:
+        if workers is not None:
+            workers.run()
+        elif args.workers > 1:
             import inspect
 
             from uvicorn.supervisors import Multiprocess
 
             extra = {"target": server.run} if "target" in inspect.signature(
                 Multiprocess).parameters else {}  # uvicorn before 0.30 takes the target
-            Multiprocess(config, sockets=[sock], **extra).run()
+            Multiprocess(server.config, sockets=socks, **extra).run()
         else:
-            server.run(sockets=[sock])
+            server.run(sockets=socks)
     finally:
-        sock.close()
+        for sock in socks:
+            sock.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
     print("ncf serve: stopped", file=sys.stderr, flush=True)
