@@ -261,6 +261,7 @@ def main() -> int:
     p.add_argument("--run", help="reuse this run directory (built there when missing)")
     p.add_argument("--endpoints", default="known,fold,similar")
     p.add_argument("--workers", type=int, default=1, help="server processes (ncf serve --workers)")
+    p.add_argument("--slots", type=int, default=None, help="ncf serve --slots (default: its own)")
     p.add_argument("--rates", default="known=300,fold=100,similar=300",
                    help="after each endpoint's closed-loop phase, an open-loop one at this many "
                    "requests/s in all (latency counted from when each request was due); '' for "
@@ -284,7 +285,8 @@ def main() -> int:
     t = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", "import sys; from ncf.cli import main; "
                              "sys.exit(main())", "serve", str(run), "--host", HOST, "--port", "0",
-                             "--workers", str(args.workers)],
+                             "--workers", str(args.workers),
+                             *(["--slots", str(args.slots)] if args.slots else [])],
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()

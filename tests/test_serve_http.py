@@ -193,7 +193,8 @@ def test_hostile_requests_get_clear_answers_and_no_500(server: Server, run: Path
 
 
 def test_requests_run_concurrently(run: Path) -> None:
-    """A slow fold-in does not hold up other requests (route functions run in threads)."""
+    """A slow fold-in does not hold up other requests (fold-ins run in threads, the quick
+    answers on the event loop)."""
     import uvicorn
 
     from ncf.serve.app import create_app
@@ -231,9 +232,11 @@ def test_requests_run_concurrently(run: Path) -> None:
         worker.start()
         time.sleep(0.5)
         t0 = time.monotonic()
+        user = quote(str(service.user_raw[0]))
         for _ in range(5):
             assert local.request("GET", "/api/health")[0] == 200
             assert local.request("GET", "/api/search?q=the")[0] == 200
+            assert local.request("GET", f"/api/users/{user}/recommendations")[0] == 200
         fast = time.monotonic() - t0
         worker.join()
         assert slow["status"] == 200 and slow["t1"] - slow["t0"] >= 3.0

@@ -33,8 +33,9 @@ def register(sub: Any) -> None:
                    help="server processes sharing the port, each with its own copy of the "
                    "models (more cores, more memory)")
     p.add_argument("--slots", type=positive_int, default=None,
-                   help="scorings and fold-ins computed at once per process, others wait "
-                   "(default: the cores divided among the workers)")
+                   help="fold-ins computed at once per process, others wait (default: the "
+                   "cores divided among the workers; top-K of known users, similar items and "
+                   "search run on the event loop)")
     p.add_argument("--threads", type=positive_int, default=1,
                    help="torch threads per request (requests already run in parallel)")
     p.add_argument("--log-level", default="warning",

@@ -10,12 +10,16 @@ Endpoints (JSON; the OpenAPI page is ``/docs``, the schema ``/openapi.json``):
 - ``GET /api/search?q=&limit=``
 - ``GET /`` the page, ``/static/...`` its files (shipped inside the package).
 
-Route functions are plain ``def``: they run in the server's thread pool, and torch and numpy
-release the interpreter lock while they compute, so a slow fold-in never holds up other
-requests. The answers are plain JSON-ready dictionaries of finite numbers, sent as they are
-(no second validation pass). Unknown ids are 404 and malformed requests 422, both
-``{"error": ...}``; bodies larger than :data:`MAX_BODY` bytes are refused with 413 before
-they are read whole. No endpoint takes a path from a request.
+Quick answers (a known user's top-K, one pass of the model over the items, a few ms; similar
+items, search, lookups) are computed on the event loop of the server process, one after
+another: a thread computing beside a busy event loop waits for the interpreter lock at every
+torch call, which cost NeuMF a third of its throughput. A fold-in (tens of ms) is a plain
+``def``, run in the thread pool and bounded by the compute slots (torch releases the lock
+while it computes), so a slow fold-in never holds up other requests. The answers are plain
+JSON-ready dictionaries of finite numbers, sent as they are (no second validation pass).
+Unknown ids are 404 and malformed requests 422, both ``{"error": ...}``; bodies larger than
+:data:`MAX_BODY` bytes are refused with 413 before they are read whole. No endpoint takes a
+path from a request.
 """
 
 from __future__ import annotations
@@ -154,21 +158,21 @@ def create_app(service: Service) -> FastAPI:
         return _error(exc.status_code, message)
 
     @app.get("/api/health", summary="the service answers")
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:
         return {"status": "ok", "models": list(service.models)}
 
     @app.get("/api/info", summary="the run: data set, counts, models, test metrics")
-    def info() -> dict[str, Any]:
+    async def info() -> dict[str, Any]:
         return service.info()
 
     @app.get("/api/users/{user}/recommendations", summary="top-K for a known user",
              responses={404: {"description": "unknown user"}})
-    def user_recommendations(user: RawPath, k: K = 10,
+    async def user_recommendations(user: RawPath, k: K = 10,
                              model: ModelName = None) -> JSONResponse:
         return JSONResponse(service.recommend_user(user, k, model))
 
     @app.get("/api/users/{user}/history", summary="the items a known user has seen")
-    def user_history(user: RawPath,
+    async def user_history(user: RawPath,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> JSONResponse:
         return JSONResponse(service.history(user, limit))
 
@@ -178,17 +182,17 @@ def create_app(service: Service) -> FastAPI:
         return JSONResponse(service.recommend_new(body.items, body.k, body.model, body.ratings))
 
     @app.get("/api/items/{item}", summary="one item: id, title, year")
-    def item(item: RawPath) -> dict[str, Any]:
+    async def item(item: RawPath) -> dict[str, Any]:
         return service.item_row(service.item_index(item))
 
     @app.get("/api/items/{item}/similar", summary="items similar to an item (cosine over "
              "item embeddings; the answer says which model's)")
-    def similar(item: RawPath, k: K = 10,
+    async def similar(item: RawPath, k: K = 10,
                 model: ModelName = None) -> JSONResponse:
         return JSONResponse(service.similar(item, k, model))
 
     @app.get("/api/search", summary="titles containing the query (case and accents ignored)")
-    def search(q: Annotated[str, Query(min_length=1, max_length=100)],
+    async def search(q: Annotated[str, Query(min_length=1, max_length=100)],
                limit: Annotated[int, Query(ge=1, le=100)] = 20) -> JSONResponse:
         return JSONResponse(service.search(q, limit))
 

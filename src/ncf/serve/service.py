@@ -91,10 +91,11 @@ class Service:
         default_model: the model used when a request names none (default: NeuMF when the
             run has it, else the last NCF stage that finished).
         fold: how new users are folded in.
-        compute_slots: scorings and fold-ins that run at once (others wait for a slot):
-            one per core is fastest; each holds a few MB of temporaries per 10k items, so
-            this also bounds the memory under load. Lookups, search and similar items do
-            not wait for a slot.
+        compute_slots: fold-ins that run at once (others wait for a slot): one per core
+            is fastest; each holds a few MB of temporaries per 10k items, so this also
+            bounds the memory under load. A known user's top-K (one pass over the items),
+            lookups, search and similar items take no slot: the server computes them on its
+            event loop, one at a time.
     """
 
     def __init__(self, run_dir: str | Path, default_model: str | None = None,
@@ -252,8 +253,7 @@ class Service:
         name = self.check_model(model or self.default_model)
         user = self.user_index(raw_user)
         seen = self.seen.indices[self.seen.indptr[user] : self.seen.indptr[user + 1]]
-        with self._slots:
-            scores = self._scores(name, user)
+        scores = self._scores(name, user)
         top = top_k(scores, k, None if include_seen else seen)
         return {"user": self.user_raw[user].item(), "model": name, "k": k,
                 "seen": int(len(seen)),
