@@ -156,12 +156,13 @@ def _ncf(*args: str) -> list[str]:
 
 
 def _count(db: Path, state: str) -> int:
-    """Trials in `state`; 0 while Optuna is still creating the file's tables."""
+    """Trials in `state`; 0 while Optuna is still creating the file's tables or writing (a
+    reader never waits long for the writer's lock: the next poll reads again)."""
     try:
-        with sqlite3.connect(db, timeout=30) as con:
+        with sqlite3.connect(db, timeout=0.5) as con:
             row = con.execute("select count(*) from trials where state = ?", (state,)).fetchone()
     except sqlite3.OperationalError as e:
-        if "no such table" in str(e):
+        if "no such table" in str(e) or "locked" in str(e):
             return 0
         raise
     return int(row[0])
@@ -174,12 +175,13 @@ def test_ctrl_c_then_resume_and_two_workers(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     common = ["tune", "gmf", "--data", str(data), "--out", str(out), "--device", "cpu",
               "--epochs", "4", "--threads", "1", "--quiet"]
-    # 1. interrupted: Ctrl-C once at least one trial finished
-    proc = subprocess.Popen(_ncf(*common, "--trials", "40"), env=env, stderr=subprocess.PIPE,
-                            text=True)
+    # 1. interrupted: Ctrl-C once at least two trials finished (a budget it cannot use up
+    # first: a trial here takes ~0.1 s on an idle machine)
+    proc = subprocess.Popen(_ncf(*common, "--trials", "5000"), env=env,
+                            stderr=subprocess.PIPE, text=True)
     db = out / "study.db"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and proc.poll() is None:
         if db.exists() and _count(db, "COMPLETE") >= 2:
             break
         time.sleep(0.2)
@@ -191,8 +193,9 @@ def test_ctrl_c_then_resume_and_two_workers(tmp_path: Path) -> None:
                            "on v.trial_id = t.trial_id where t.state = 'COMPLETE' "
                            "order by t.number").fetchall()
     assert len(done) >= 2
-    # 2. two workers share the study up to a budget of len(done) + 4 finished trials
-    budget = len(done) + 4
+    # 2. two workers share the study up to a budget of len(done) + 30 finished trials (a few
+    # seconds of trials: more than the workers' difference in start-up time)
+    budget = len(done) + 30
     workers = [subprocess.Popen(_ncf(*common, "--trials", str(budget), "--search-only"),
                                 env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for w in workers:
