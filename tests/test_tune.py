@@ -177,8 +177,11 @@ def test_ctrl_c_then_resume_and_two_workers(tmp_path: Path) -> None:
               "--epochs", "4", "--threads", "1", "--quiet"]
     # 1. interrupted: Ctrl-C once at least two trials finished (a budget it cannot use up
     # first: a trial here takes ~0.1 s on an idle machine)
+    # (a process started in the background by a non-interactive shell ignores SIGINT, and
+    # its children inherit that: the search is started as from a terminal)
     proc = subprocess.Popen(_ncf(*common, "--trials", "5000"), env=env,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     db = out / "study.db"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
