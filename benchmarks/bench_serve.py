@@ -11,9 +11,9 @@ counted from the time each was due): the latency at that load. Every request goe
 127.0.0.1 only; each phase stops by itself.
 
 It prints latency percentiles, requests/s and error counts per endpoint, the server's
-memory at the start and end of each phase, and how busy the machine was meanwhile with
-other work (CPU time of processes other than the server and this script, in cores), so a
-noisy measurement says so.
+memory at the start and end of each phase, the cores each server process used (an idle
+worker shows there), and how busy the machine was meanwhile with other work (CPU time of
+processes other than the server and this script, in cores), so a noisy measurement says so.
 
 Usage::
 
