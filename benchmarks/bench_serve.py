@@ -108,10 +108,6 @@ def cpu_by_process(pid: int) -> dict[int, float]:
     return out
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU seconds used by the server and its workers so far."""
-    return sum(cpu_by_process(pid).values())
-
 
 def machine_busy_seconds() -> float:
     """CPU seconds spent by every process on the machine so far (all cores)."""
@@ -207,8 +203,7 @@ async def phase(kind: str, port: int, pid: int, args: argparse.Namespace, users:
     lat: list[float] = []
     statuses: dict[int, int] = {}
     rss0 = rss_mb(pid)
-    busy0, srv0, me0 = machine_busy_seconds(), cpu_seconds(pid), time.process_time()
-    each0 = cpu_by_process(pid)
+    busy0, each0, me0 = machine_busy_seconds(), cpu_by_process(pid), time.process_time()
     t0 = time.perf_counter()
     stop_at = t0 + seconds
     if rate is None:
@@ -228,8 +223,8 @@ async def phase(kind: str, port: int, pid: int, args: argparse.Namespace, users:
     await asyncio.gather(*tasks, sample())
     wall = time.perf_counter() - t0
     busy = machine_busy_seconds() - busy0
-    server_cpu, my_cpu = cpu_seconds(pid) - srv0, time.process_time() - me0
     each = {p: c - each0.get(p, 0.0) for p, c in cpu_by_process(pid).items()}
+    server_cpu, my_cpu = sum(each.values()), time.process_time() - me0
     a = np.array(lat) * 1000
     return {
         "endpoint": kind, "load": "closed loop" if rate is None else f"{rate:g} req/s offered",

@@ -371,6 +371,13 @@ def _workers_of(pid: int) -> list[int]:
             if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
 
 
+def _wait_for_workers(pid: int, n: int = 2, seconds: float = 60) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while len(workers := _workers_of(pid)) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return workers
+
+
 def _connections_held(pid: int, port: int) -> int:
     """How many connections to ``port`` (of 127.0.0.1) the process ``pid`` has accepted."""
     accepted = set()
@@ -389,9 +396,7 @@ def test_connections_are_spread_over_the_workers(run: Path) -> None:
     s = Server(run, "--workers", "2")
     conns: list[socket.socket] = []
     try:
-        deadline = time.monotonic() + 60
-        while len(workers := _workers_of(s.proc.pid)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        workers = _wait_for_workers(s.proc.pid)
         assert len(workers) == 2
         os.kill(workers[0], signal.SIGSTOP)  # one worker cannot accept for a while
         try:
@@ -419,9 +424,8 @@ def test_connections_are_spread_over_the_workers(run: Path) -> None:
 def test_a_worker_that_dies_is_replaced(run: Path) -> None:
     s = Server(run, "--workers", "2")
     try:
+        workers = _wait_for_workers(s.proc.pid)
         deadline = time.monotonic() + 60
-        while len(workers := _workers_of(s.proc.pid)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
         os.kill(workers[0], signal.SIGKILL)
         while time.monotonic() < deadline:
             now = _workers_of(s.proc.pid)

@@ -168,12 +168,12 @@ def create_app(service: Service) -> FastAPI:
     @app.get("/api/users/{user}/recommendations", summary="top-K for a known user",
              responses={404: {"description": "unknown user"}})
     async def user_recommendations(user: RawPath, k: K = 10,
-                             model: ModelName = None) -> JSONResponse:
+                                   model: ModelName = None) -> JSONResponse:
         return JSONResponse(service.recommend_user(user, k, model))
 
     @app.get("/api/users/{user}/history", summary="the items a known user has seen")
     async def user_history(user: RawPath,
-                     limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> JSONResponse:
+                           limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> JSONResponse:
         return JSONResponse(service.history(user, limit))
 
     @app.post("/api/recommendations", summary="top-K for a new user, folded in from the "
@@ -188,12 +188,12 @@ def create_app(service: Service) -> FastAPI:
     @app.get("/api/items/{item}/similar", summary="items similar to an item (cosine over "
              "item embeddings; the answer says which model's)")
     async def similar(item: RawPath, k: K = 10,
-                model: ModelName = None) -> JSONResponse:
+                      model: ModelName = None) -> JSONResponse:
         return JSONResponse(service.similar(item, k, model))
 
     @app.get("/api/search", summary="titles containing the query (case and accents ignored)")
     async def search(q: Annotated[str, Query(min_length=1, max_length=100)],
-               limit: Annotated[int, Query(ge=1, le=100)] = 20) -> JSONResponse:
+                     limit: Annotated[int, Query(ge=1, le=100)] = 20) -> JSONResponse:
         return JSONResponse(service.search(q, limit))
 
     @app.get("/", include_in_schema=False)

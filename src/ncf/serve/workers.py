@@ -43,24 +43,25 @@ def listen(host: str, port: int, count: int = 1) -> list[socket.socket]:
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     socks: list[socket.socket] = []
-    try:
-        probe = socket.socket(family, socket.SOCK_STREAM)
-        socks.append(probe)
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind((host, port))
-        if count == 1:
-            probe.listen(2048)  # connections wait in the backlog until the server accepts
-            return socks
-        port = probe.getsockname()[1]
-        probe.close()
-        socks.clear()
-        for _ in range(count):
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            socks.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+    def bound(port: int, reuse_port: bool) -> socket.socket:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        socks.append(sock)  # closed below if anything fails
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind((host, port))
-            sock.listen(2048)
+        sock.bind((host, port))
+        return sock
+
+    try:
+        probe = bound(port, reuse_port=False)
+        if count > 1:
+            port = probe.getsockname()[1]
+            socks.pop().close()
+            for _ in range(count):
+                bound(port, reuse_port=True)
+        for sock in socks:
+            sock.listen(2048)  # connections wait in the backlog until a server accepts
     except OSError as exc:
         for sock in socks:
             sock.close()
